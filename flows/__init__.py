@@ -1,0 +1,1 @@
+"""The steps of the apical flow, the CLI, synthesis, bitstreams, energy and reports."""

@@ -1,0 +1,1 @@
+"""Simulation of the generated RTL: cocotb testbenches and their runner (Icarus, Verilator)."""

@@ -1,0 +1,513 @@
+"""The integer model (IR): the one contract between the trained network and the hardware.
+
+An IR is a directory holding ``model.yaml`` (the manifest) and ``weights.npz``
+(integer arrays, read with ``allow_pickle=False``). This module defines the
+in-memory form (frozen dataclasses over numpy arrays), reads and writes it
+atomically, and validates every field on load: a bad IR raises `ApicalError`
+naming the layer and field. Nothing here imports torch or amaranth.
+
+Arithmetic every consumer (golden model, RTL) must implement exactly:
+
+* A *site* integrates the concatenation of its ``sources`` (input or layer
+  tensors, in order) through sparse integer weights stored in fan-out (CSC)
+  order: for input index ``i`` its synapses are
+  ``indices[indptr[i]:indptr[i+1]]`` (target neuron, ascending) with weights
+  ``data[...]``. ``acc[j] = bias[j] + sum_i w[i->j] * x[i]``. Zero weights
+  are not stored; zero activations generate no events.
+* ``requant(acc) = rhe(acc * multiplier, shift)`` where ``rhe(v, s)`` for
+  ``s > 0`` divides by ``2**s`` rounding half to even, and for ``s <= 0`` is
+  ``v << -s``. Then ``relu`` (when ``activation == "relu"``), then saturation
+  to the site's (bits, signed) range.
+* A ``dense`` layer has one site, ``main``; its requantized value is the
+  layer output.
+* A ``two_point`` layer has sites ``r`` (receptive field) and ``c`` (context);
+  the output is ``table[r - r_min, c - c_min]`` where ``r_min``/``c_min`` are
+  the minima of the sites' ranges; the table already holds output-range
+  integers.
+* The network output is the last layer's tensor; the class is its argmax
+  (first index on ties).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from apical.sw.errors import ApicalError
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "IR",
+    "Layer",
+    "Requant",
+    "Site",
+    "TensorSpec",
+    "acc_bits_needed",
+    "int_range",
+    "load_ir",
+    "save_ir",
+    "validate_ir",
+]
+
+FORMAT = "apical-ir"
+VERSION = 1
+MAX_BITS = 16  # activation/weight/table value widths the format allows
+MAX_ACC_BITS = 48  # DSP48E2 accumulator width
+LAYER_KINDS = ("dense", "two_point")
+ACTIVATIONS = ("relu", "identity")
+
+
+def int_range(bits: int, signed: bool) -> tuple[int, int]:
+    """Inclusive integer range of a (bits, signed) quantity."""
+    if signed:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An activation vector: a network input or a layer output."""
+
+    name: str
+    size: int
+    bits: int
+    signed: bool
+    scale: float = 1.0  # real value = integer * scale (informational; po2 by default)
+
+    @property
+    def range(self) -> tuple[int, int]:
+        return int_range(self.bits, self.signed)
+
+
+@dataclass(frozen=True)
+class Requant:
+    shift: int
+    multiplier: int = 1  # 1 under power-of-two scales
+
+    @property
+    def is_shift_only(self) -> bool:
+        return self.multiplier == 1
+
+
+@dataclass(frozen=True, eq=False)
+class Site:
+    """One integration site: sparse synapses from ``sources`` onto the layer's neurons."""
+
+    sources: tuple[str, ...]
+    in_size: int
+    weight_bits: int
+    indptr: np.ndarray  # int64 [in_size + 1]
+    indices: np.ndarray  # int32 [nnz] target neuron per synapse, fan-out order
+    data: np.ndarray  # int32 [nnz] weight per synapse
+    bias: np.ndarray  # int64 [size]
+    acc_bits: int
+    requant: Requant
+    bits: int  # width of the requantized value
+    signed: bool
+    activation: str = "identity"
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.shape[0])
+
+    @property
+    def range(self) -> tuple[int, int]:
+        return int_range(self.bits, self.signed)
+
+    def dense_weights(self, size: int) -> np.ndarray:
+        """The weight matrix [size, in_size] (zeros where no synapse)."""
+        w = np.zeros((size, self.in_size), dtype=np.int64)
+        cols = np.repeat(np.arange(self.in_size), np.diff(self.indptr))
+        w[self.indices, cols] = self.data
+        return w
+
+    def fan_in(self, size: int) -> np.ndarray:
+        return np.bincount(self.indices, minlength=size)
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    name: str
+    kind: str  # "dense" | "two_point"
+    size: int
+    sites: dict[str, Site]  # dense: {"main"}; two_point: {"r", "c"}
+    out_bits: int
+    out_signed: bool
+    out_scale: float = 1.0
+    table: np.ndarray | None = None  # two_point: int32 [2**r.bits, 2**c.bits]
+    modulation: str | None = None  # two_point: the transfer function's name (informational)
+
+    @property
+    def out_range(self) -> tuple[int, int]:
+        return int_range(self.out_bits, self.out_signed)
+
+    @property
+    def output(self) -> TensorSpec:
+        return TensorSpec(self.name, self.size, self.out_bits, self.out_signed, self.out_scale)
+
+    @property
+    def site_order(self) -> tuple[str, ...]:
+        return ("main",) if self.kind == "dense" else ("r", "c")
+
+
+@dataclass(frozen=True, eq=False)
+class IR:
+    inputs: tuple[TensorSpec, ...]
+    layers: tuple[Layer, ...]
+    meta: dict[str, Any] = field(default_factory=dict)  # model kind, config hash, scaling, ...
+
+    def tensor(self, name: str) -> TensorSpec:
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        for layer in self.layers:
+            if layer.name == name:
+                return layer.output
+        raise KeyError(name)
+
+    @property
+    def output(self) -> TensorSpec:
+        return self.layers[-1].output
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    @property
+    def synapses(self) -> int:
+        return sum(s.nnz for layer in self.layers for s in layer.sites.values())
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def acc_bits_needed(site: Site, size: int, sources: list[TensorSpec]) -> int:
+    """Smallest signed accumulator width holding every partial sum for any input.
+
+    Each partial sum of neuron j lies within ``|bias[j]| + sum |w| * max|x|``
+    over its synapses, so that bound covers every order of accumulation.
+    """
+    per_input = np.concatenate(
+        [np.full(t.size, max(abs(t.range[0]), abs(t.range[1])), dtype=np.int64) for t in sources]
+    )
+    cols = np.repeat(np.arange(site.in_size), np.diff(site.indptr))
+    contrib = np.abs(site.data.astype(np.int64)) * per_input[cols]
+    worst = np.abs(site.bias.astype(np.int64)).copy()
+    np.add.at(worst, site.indices, contrib)
+    m = int(worst.max()) if worst.size else 0
+    return max(2, m.bit_length() + 1)
+
+
+def _fail(layer: str, fld: str, msg: str) -> None:
+    raise ApicalError(f"IR layer {layer}: {fld}: {msg}")
+
+
+def _check_site(ir_tensors: dict[str, TensorSpec], layer: Layer, key: str, site: Site) -> None:
+    where = f"sites.{key}"
+    if not site.sources:
+        _fail(layer.name, f"{where}.sources", "must name at least one tensor")
+    for s in site.sources:
+        if s not in ir_tensors:
+            _fail(layer.name, f"{where}.sources", f"unknown or later tensor {s!r}")
+    srcs = [ir_tensors[s] for s in site.sources]
+    sizes = [t.size for t in srcs]
+    if sum(sizes) != site.in_size:
+        _fail(layer.name, f"{where}.in_size", f"{site.in_size} != total size of sources {sum(sizes)}")
+    if not 1 <= site.weight_bits <= MAX_BITS:
+        _fail(layer.name, f"{where}.weight_bits", f"must be in [1, {MAX_BITS}], got {site.weight_bits}")
+    if not 1 <= site.bits <= MAX_BITS:
+        _fail(layer.name, f"{where}.bits", f"must be in [1, {MAX_BITS}], got {site.bits}")
+    if site.activation not in ACTIVATIONS:
+        _fail(layer.name, f"{where}.activation", f"must be one of {ACTIVATIONS}, got {site.activation!r}")
+    ip = site.indptr
+    if ip.ndim != 1 or ip.shape[0] != site.in_size + 1:
+        _fail(layer.name, f"{where}.indptr", f"shape {ip.shape} != ({site.in_size + 1},)")
+    if ip[0] != 0 or np.any(np.diff(ip) < 0) or ip[-1] != site.indices.shape[0]:
+        _fail(layer.name, f"{where}.indptr", "must start at 0, not decrease, and end at nnz")
+    if site.indices.ndim != 1 or site.data.shape != site.indices.shape:
+        _fail(layer.name, f"{where}.data", f"shape {site.data.shape} != indices shape {site.indices.shape}")
+    if site.indices.size and (site.indices.min() < 0 or site.indices.max() >= layer.size):
+        _fail(layer.name, f"{where}.indices", f"target neuron out of range [0, {layer.size})")
+    for i in range(site.in_size):
+        seg = site.indices[ip[i] : ip[i + 1]]
+        if seg.size > 1 and np.any(np.diff(seg) <= 0):
+            _fail(layer.name, f"{where}.indices", f"fan-out of input {i} not strictly ascending")
+    lo, hi = int_range(site.weight_bits, True)
+    if site.data.size and (site.data.min() < lo or site.data.max() > hi):
+        _fail(
+            layer.name,
+            f"{where}.data",
+            f"weight {int(site.data.min())}..{int(site.data.max())} outside {site.weight_bits}-bit range [{lo}, {hi}]",
+        )
+    if site.data.size and np.any(site.data == 0):
+        _fail(layer.name, f"{where}.data", "zero weights must not be stored")
+    if site.bias.shape != (layer.size,):
+        _fail(layer.name, f"{where}.bias", f"shape {site.bias.shape} != ({layer.size},)")
+    if not 2 <= site.acc_bits <= MAX_ACC_BITS:
+        _fail(layer.name, f"{where}.acc_bits", f"must be in [2, {MAX_ACC_BITS}], got {site.acc_bits}")
+    need = acc_bits_needed(site, layer.size, srcs)
+    if need > site.acc_bits:
+        _fail(layer.name, f"{where}.acc_bits", f"{site.acc_bits} bits cannot hold the worst case (needs {need})")
+    rq = site.requant
+    if rq.multiplier < 1 or rq.multiplier >= (1 << 24):
+        _fail(layer.name, f"{where}.requant.multiplier", f"must be in [1, 2**24), got {rq.multiplier}")
+    if not -32 <= rq.shift <= 63:
+        _fail(layer.name, f"{where}.requant.shift", f"must be in [-32, 63], got {rq.shift}")
+
+
+def validate_ir(ir: IR) -> None:
+    """Check every field; raise `ApicalError` naming the layer and field at fault."""
+    if not ir.inputs:
+        raise ApicalError("IR: inputs: at least one input tensor is required")
+    if not ir.layers:
+        raise ApicalError("IR: layers: at least one layer is required")
+    tensors: dict[str, TensorSpec] = {}
+    for t in ir.inputs:
+        if t.name in tensors:
+            raise ApicalError(f"IR input {t.name}: name: duplicate tensor name")
+        if t.size < 1:
+            raise ApicalError(f"IR input {t.name}: size: must be >= 1, got {t.size}")
+        if not 1 <= t.bits <= MAX_BITS:
+            raise ApicalError(f"IR input {t.name}: bits: must be in [1, {MAX_BITS}], got {t.bits}")
+        tensors[t.name] = t
+    for layer in ir.layers:
+        if layer.name in tensors:
+            _fail(layer.name, "name", "duplicate tensor name")
+        if layer.kind not in LAYER_KINDS:
+            _fail(layer.name, "kind", f"must be one of {LAYER_KINDS}, got {layer.kind!r}")
+        if layer.size < 1:
+            _fail(layer.name, "size", f"must be >= 1, got {layer.size}")
+        if not 1 <= layer.out_bits <= MAX_BITS:
+            _fail(layer.name, "out_bits", f"must be in [1, {MAX_BITS}], got {layer.out_bits}")
+        if set(layer.sites) != set(layer.site_order):
+            _fail(layer.name, "sites", f"{layer.kind} needs sites {list(layer.site_order)}, got {sorted(layer.sites)}")
+        for key in layer.site_order:
+            _check_site(tensors, layer, key, layer.sites[key])
+        if layer.kind == "dense":
+            main = layer.sites["main"]
+            if (main.bits, main.signed) != (layer.out_bits, layer.out_signed):
+                _fail(layer.name, "sites.main.bits", "must equal the layer's out_bits/out_signed")
+            if layer.table is not None:
+                _fail(layer.name, "table", "only two_point layers carry a table")
+        else:
+            r, c = layer.sites["r"], layer.sites["c"]
+            shape = (1 << r.bits, 1 << c.bits)
+            if layer.table is None:
+                _fail(layer.name, "table", "missing modulation table")
+            if layer.table.shape != shape:
+                _fail(layer.name, "table", f"shape {layer.table.shape} != {shape} (2**r.bits x 2**c.bits)")
+            lo, hi = layer.out_range
+            if layer.table.size and (layer.table.min() < lo or layer.table.max() > hi):
+                _fail(layer.name, "table", f"entries outside output range [{lo}, {hi}]")
+        tensors[layer.name] = layer.output
+
+
+# --------------------------------------------------------------------------- disk form
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _site_to_yaml(site: Site) -> dict[str, Any]:
+    return {
+        "sources": list(site.sources),
+        "in_size": site.in_size,
+        "weight_bits": site.weight_bits,
+        "nnz": site.nnz,
+        "acc_bits": site.acc_bits,
+        "requant": {"shift": site.requant.shift, "multiplier": site.requant.multiplier},
+        "bits": site.bits,
+        "signed": site.signed,
+        "activation": site.activation,
+    }
+
+
+def save_ir(ir: IR, directory: str | Path) -> Path:
+    """Write ``model.yaml`` and ``weights.npz`` atomically (each file replaced whole)."""
+    validate_ir(ir)
+    d = Path(directory)
+    arrays: dict[str, np.ndarray] = {}
+    layers = []
+    for layer in ir.layers:
+        entry: dict[str, Any] = {
+            "name": layer.name,
+            "kind": layer.kind,
+            "size": layer.size,
+            "out_bits": layer.out_bits,
+            "out_signed": layer.out_signed,
+            "out_scale": float(layer.out_scale),
+            "sites": {k: _site_to_yaml(layer.sites[k]) for k in layer.site_order},
+        }
+        for k in layer.site_order:
+            s = layer.sites[k]
+            arrays[f"{layer.name}.{k}.indptr"] = s.indptr.astype(np.int64)
+            arrays[f"{layer.name}.{k}.indices"] = s.indices.astype(np.int32)
+            arrays[f"{layer.name}.{k}.data"] = s.data.astype(np.int32)
+            arrays[f"{layer.name}.{k}.bias"] = s.bias.astype(np.int64)
+        if layer.table is not None:
+            arrays[f"{layer.name}.table"] = layer.table.astype(np.int32)
+            entry["table"] = {"key": f"{layer.name}.table", "shape": list(layer.table.shape)}
+            entry["modulation"] = layer.modulation
+        layers.append(entry)
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "meta": _yaml_safe(ir.meta),
+        "inputs": [
+            {"name": t.name, "size": t.size, "bits": t.bits, "signed": t.signed, "scale": float(t.scale)}
+            for t in ir.inputs
+        ],
+        "layers": layers,
+        "output": ir.layers[-1].name,
+    }
+    _atomic_write(d / "weights.npz", lambda f: np.savez(f, **arrays))
+    text = yaml.safe_dump(manifest, sort_keys=False).encode()
+    _atomic_write(d / "model.yaml", lambda f: f.write(text))
+    return d
+
+
+def _yaml_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _yaml_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_yaml_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _get(d: dict[str, Any], key: str, tp: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(d, dict) or key not in d:
+        raise ApicalError(f"{where}: {key}: missing")
+    v = d[key]
+    if tp is int and isinstance(v, bool):
+        raise ApicalError(f"{where}: {key}: must be an integer, got {v!r}")
+    if tp is float and isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    if not isinstance(v, tp):
+        name = tp.__name__ if isinstance(tp, type) else "/".join(t.__name__ for t in tp)
+        raise ApicalError(f"{where}: {key}: must be {name}, got {v!r}")
+    return v
+
+
+def _array(arrays: Any, key: str, where: str) -> np.ndarray:
+    if key not in arrays.files:
+        raise ApicalError(f"{where}: weights.npz has no array {key!r}")
+    a = arrays[key]
+    if not np.issubdtype(a.dtype, np.integer):
+        raise ApicalError(f"{where}: array {key!r} must be integer, got {a.dtype}")
+    return a
+
+
+def load_ir(directory: str | Path) -> IR:
+    """Read and validate an IR directory; any fault raises `ApicalError` naming it."""
+    d = Path(directory)
+    mpath, wpath = d / "model.yaml", d / "weights.npz"
+    for p in (mpath, wpath):
+        if not p.is_file():
+            raise ApicalError(f"{p}: IR file missing (run `apical export` first)")
+    try:
+        m = yaml.safe_load(mpath.read_text())
+    except yaml.YAMLError as e:
+        raise ApicalError(f"{mpath}: malformed YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(m, dict):
+        raise ApicalError(f"{mpath}: must be a mapping")
+    if m.get("format") != FORMAT:
+        raise ApicalError(f"{mpath}: format: expected {FORMAT!r}, got {m.get('format')!r}")
+    if m.get("version") != VERSION:
+        raise ApicalError(f"{mpath}: version: unsupported {m.get('version')!r} (this apical reads {VERSION})")
+    try:
+        arrays = np.load(wpath, allow_pickle=False)
+    except Exception as e:  # zipfile/ValueError/OSError: all mean a corrupt file
+        raise ApicalError(f"{wpath}: unreadable weights archive ({type(e).__name__}: {e})") from None
+    with arrays:
+        inputs = []
+        for i, t in enumerate(_get(m, "inputs", list, str(mpath))):
+            w = f"{mpath}: inputs[{i}]"
+            inputs.append(
+                TensorSpec(
+                    name=_get(t, "name", str, w),
+                    size=_get(t, "size", int, w),
+                    bits=_get(t, "bits", int, w),
+                    signed=_get(t, "signed", bool, w),
+                    scale=_get(t, "scale", float, w),
+                )
+            )
+        layers = []
+        for i, entry in enumerate(_get(m, "layers", list, str(mpath))):
+            name = entry.get("name", f"#{i}") if isinstance(entry, dict) else f"#{i}"
+            w = f"IR layer {name}"
+            kind = _get(entry, "kind", str, w)
+            sites_raw = _get(entry, "sites", dict, w)
+            sites = {}
+            for key, s in sites_raw.items():
+                sw = f"{w}: sites.{key}"
+                rq = _get(s, "requant", dict, sw)
+                sites[key] = Site(
+                    sources=tuple(_get(s, "sources", list, sw)),
+                    in_size=_get(s, "in_size", int, sw),
+                    weight_bits=_get(s, "weight_bits", int, sw),
+                    indptr=_array(arrays, f"{name}.{key}.indptr", sw).astype(np.int64),
+                    indices=_array(arrays, f"{name}.{key}.indices", sw).astype(np.int64),
+                    data=_array(arrays, f"{name}.{key}.data", sw).astype(np.int64),
+                    bias=_array(arrays, f"{name}.{key}.bias", sw).astype(np.int64),
+                    acc_bits=_get(s, "acc_bits", int, sw),
+                    requant=Requant(
+                        shift=_get(rq, "shift", int, f"{sw}.requant"),
+                        multiplier=_get(rq, "multiplier", int, f"{sw}.requant"),
+                    ),
+                    bits=_get(s, "bits", int, sw),
+                    signed=_get(s, "signed", bool, sw),
+                    activation=_get(s, "activation", str, sw),
+                )
+            table = None
+            if "table" in entry:
+                tk = _get(entry["table"], "key", str, f"{w}: table")
+                table = _array(arrays, tk, f"{w}: table").astype(np.int64)
+            layers.append(
+                Layer(
+                    name=_get(entry, "name", str, w),
+                    kind=kind,
+                    size=_get(entry, "size", int, w),
+                    sites=sites,
+                    out_bits=_get(entry, "out_bits", int, w),
+                    out_signed=_get(entry, "out_signed", bool, w),
+                    out_scale=_get(entry, "out_scale", float, w),
+                    table=table,
+                    modulation=entry.get("modulation"),
+                )
+            )
+    meta = m.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise ApicalError(f"{mpath}: meta: must be a mapping")
+    ir = IR(inputs=tuple(inputs), layers=tuple(layers), meta=meta)
+    validate_ir(ir)
+    return ir
+
+
+def replace_site(layer: Layer, key: str, **changes: Any) -> Layer:
+    """A copy of ``layer`` with one site's fields changed (for tests and tools)."""
+    sites = dict(layer.sites)
+    sites[key] = dataclasses.replace(sites[key], **changes)
+    return dataclasses.replace(layer, sites=sites)
