@@ -227,7 +227,7 @@ class Config:
     hardware: HardwareConfig = field(default_factory=HardwareConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     # Where the config was read from (for error messages); not part of the hash.
-    source: str = field(default="<default>", compare=False)
+    origin: str = field(default="<default>", compare=False)
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
@@ -301,7 +301,7 @@ def _build(cls: Any, raw: Any, where: str) -> Any:
     if not isinstance(raw, dict):
         raise ValueError(f"{where or 'config'}: must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "origin"}
     for key in raw:
         if key not in fields:
             known = ", ".join(sorted(fields))
@@ -320,7 +320,7 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
         cfg = _build(Config, raw, "")
     except ValueError as e:
         raise ApicalError(f"{source}: {e}") from None
-    return dataclasses.replace(cfg, source=source)
+    return dataclasses.replace(cfg, origin=source)
 
 
 def load_config(path: str | Path | None = None) -> Config:
@@ -346,7 +346,7 @@ def default_config_path() -> Path:
 def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
         return {
-            f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "source"
+            f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name != "origin"
         }
     if isinstance(value, Enum):
         return value.value

@@ -31,8 +31,6 @@ Arithmetic every consumer (golden model, RTL) must implement exactly:
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from apical.sw.atomic import atomic_write
 from apical.sw.errors import ApicalError
 
 __all__ = [
@@ -315,20 +314,6 @@ def validate_ir(ir: IR) -> None:
 # --------------------------------------------------------------------------- disk form
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _site_to_yaml(site: Site) -> dict[str, Any]:
     return {
         "sources": list(site.sources),
@@ -381,9 +366,9 @@ def save_ir(ir: IR, directory: str | Path) -> Path:
         "layers": layers,
         "output": ir.layers[-1].name,
     }
-    _atomic_write(d / "weights.npz", lambda f: np.savez(f, **arrays))
+    atomic_write(d / "weights.npz", lambda f: np.savez(f, **arrays))
     text = yaml.safe_dump(manifest, sort_keys=False).encode()
-    _atomic_write(d / "model.yaml", lambda f: f.write(text))
+    atomic_write(d / "model.yaml", lambda f: f.write(text))
     return d
 
 
