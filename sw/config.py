@@ -197,6 +197,8 @@ class HardwareConfig:
     sim_samples: int = 16  # test samples simulated by `apical sim`
     part: str = "xczu7ev-ffvc1156-2-e"
     board: str = "zcu104"
+    waves: bool = False  # `apical sim` also writes a waveform
+    backpressure: bool = True  # `apical sim` drives random back-pressure on both streams
 
     def __post_init__(self) -> None:
         _check(1 <= self.pes <= 64, f"pes: must be in [1, 64], got {self.pes}")
