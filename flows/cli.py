@@ -1,0 +1,306 @@
+"""The `apical` command: a thin layer over the flow steps.
+
+Every subcommand reads a config (a YAML file for ``train``/``run``, else the
+run directory's ``config.yaml``), applies its command-line overrides, and runs
+steps through `apical.flows.flow.run_flow`. Errors are one line on stderr and a
+non-zero exit: 1 for a user-facing `ApicalError`, 2 for bad arguments, 3 for an
+internal fault (``--debug`` shows its traceback), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from apical.sw.config import Config, config_hash, load_config
+from apical.sw.errors import ApicalError
+
+__all__ = ["main"]
+
+DEFAULT_RUNS = Path("runs")
+
+
+def _console():  # rich is imported lazily: `apical --help` stays instant
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _reporter(console: Any, total: int):
+    state = {"i": 0}
+
+    def report(event: str, step: Any, info: dict[str, Any]) -> None:
+        if event == "start":
+            state["i"] += 1
+            console.print(f"[bold cyan][{state['i']}/{total}] {step.name}[/]: {step.doc} ...")
+        elif event == "skip":
+            state["i"] += 1
+            console.print(f"[dim][{state['i']}/{total}] {step.name}: unchanged inputs, skipped[/]")
+        elif event == "done":
+            console.print(f"[green]    {step.name} done in {info['seconds']:.1f} s[/]  {_headline(step.name, info.get('summary') or {})}")
+
+    return report
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _headline(step: str, s: dict[str, Any]) -> str:
+    """One line of the step's most telling figures."""
+    keys = {
+        "train": ("test_acc", "val_acc", "epochs"),
+        "export": ("layers", "synapses"),
+        "verify": ("bit_exact", "argmax_agreement"),
+        "rtl": ("pes",),
+        "sim": ("bit_exact", "counters_match", "utilization"),
+        "energy": ("energy_per_synapse_pj",),
+        "synth": ("fits",),
+        "bitstream": ("status",),
+        "report": ("html",),
+    }.get(step, ())
+    parts = [f"{k}={_fmt(s[k])}" for k in keys if k in s and not isinstance(s[k], dict | list)]
+    return " ".join(parts)
+
+
+def _run_dir_config(run_dir: Path) -> Config:
+    p = run_dir / "config.yaml"
+    if not run_dir.is_dir():
+        raise ApicalError(f"{run_dir}: no such run directory")
+    if not p.exists():
+        raise ApicalError(f"{p}: missing (is {run_dir} an apical run directory? `apical train` makes one)")
+    return load_config(p)
+
+
+def _override(cfg: Config, section: str, **values: Any) -> Config:
+    values = {k: v for k, v in values.items() if v is not None}
+    if not values:
+        return cfg
+    try:
+        sec = dataclasses.replace(getattr(cfg, section), **values)
+    except ValueError as e:  # the section's own validation
+        raise ApicalError(f"{section}.{e}") from None
+    return dataclasses.replace(cfg, **{section: sec})
+
+
+def _hw_overrides(cfg: Config, args: argparse.Namespace) -> Config:
+    return _override(
+        cfg,
+        "hardware",
+        pes=getattr(args, "pes", None),
+        simulator=getattr(args, "simulator", None),
+        sim_samples=getattr(args, "samples", None),
+        waves=True if getattr(args, "waves", False) else None,
+        part=getattr(args, "part", None),
+        board=getattr(args, "board", None),
+    )
+
+
+def _guard_run_dir(cfg: Config, run_dir: Path, force: bool) -> None:
+    """Refuse to overwrite a run made from a different model config unless forced."""
+    p = run_dir / "config.yaml"
+    if force or not p.exists():
+        return
+    try:
+        old = load_config(p)
+    except ApicalError:
+        return
+    keys = ("seed", "data", "model", "quant", "train")
+    if any(getattr(old, k) != getattr(cfg, k) for k in keys):
+        raise ApicalError(
+            f"{run_dir}: holds a run of a different config ({config_hash(old)} != {config_hash(cfg)}); "
+            "choose another --out or pass --force to overwrite it"
+        )
+
+
+def _run_steps(cfg: Config, run_dir: Path, start: str, stop: str, *, force: bool) -> dict[str, Any]:
+    from apical.flows.flow import run_flow
+    from apical.flows.steps import STEPS
+
+    names = [s.name for s in STEPS]
+    total = names.index(stop) - names.index(start) + 1
+    console = _console()
+    record = run_flow(
+        cfg, run_dir, start=start, stop=stop, force=force, reporter=_reporter(console, total)
+    )
+    return record
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    run_dir = Path(args.out)
+    _guard_run_dir(cfg, run_dir, args.force)
+    _run_steps(cfg, run_dir, "train", "train", force=True)
+    _console().print(f"run directory: {run_dir}")
+    return 0
+
+
+def _single(step: str):
+    def cmd(args: argparse.Namespace) -> int:
+        run_dir = Path(args.run_dir)
+        cfg = _run_dir_config(run_dir)
+        cfg = _hw_overrides(cfg, args)
+        if getattr(args, "table", None):
+            cfg = _override(cfg, "energy", table=args.table)
+        # A new P for `sim` means new hardware: regenerate the RTL first.
+        first = "rtl" if step == "sim" and getattr(args, "pes", None) else step
+        _run_steps(cfg, run_dir, first, step, force=True)
+        if step == "export" and getattr(args, "qonnx", False):
+            from apical.sw.qonnx_io import export_qonnx_run
+
+            path = export_qonnx_run(cfg, run_dir)
+            _console().print(f"QONNX model: {path}")
+        return 0
+
+    return cmd
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)  # None -> the shipped default
+    cfg = _hw_overrides(cfg, args)
+    run_dir = Path(args.out) if args.out else DEFAULT_RUNS / cfg.name
+    _guard_run_dir(cfg, run_dir, args.force)
+    from apical.flows.steps import STEPS
+
+    start = args.start or STEPS[0].name
+    stop = args.stop or STEPS[-1].name
+    record = _run_steps(cfg, run_dir, start, stop, force=args.force)
+    total = sum(v.get("seconds") or 0 for v in record["steps"].values() if not v.get("skipped"))
+    console = _console()
+    console.print(f"[bold]flow finished[/] in {total:.1f} s of step time; run directory: {run_dir}")
+    if (run_dir / "report.html").exists():
+        console.print(f"report: {run_dir / 'report.html'}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from apical.flows.flow import write_run_config
+    from apical.sw.config import ModelKind
+    from apical.sw.qonnx_io import import_run
+
+    src = Path(args.model)
+    run_dir = Path(args.out)
+    if (run_dir / "ir").exists() and not args.force:
+        raise ApicalError(f"{run_dir / 'ir'}: exists; choose another --out or pass --force to overwrite it")
+    summary = import_run(src, run_dir)
+    base = load_config(None)
+    cfg = dataclasses.replace(
+        base,
+        name=src.stem,
+        model=dataclasses.replace(base.model, kind=ModelKind.POINT),
+        energy=dataclasses.replace(base.energy, baseline=False),
+    )
+    write_run_config(cfg, run_dir)
+    _console().print(f"imported {src} -> {run_dir / 'ir'} ({summary.get('layers', '?')} layers)")
+    return 0
+
+
+def cmd_steps(args: argparse.Namespace) -> int:
+    from apical.flows.steps import STEPS
+
+    for s in STEPS:
+        print(f"{s.name:10s} {s.doc}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from apical.flows.steps import STEPS
+
+    names = [s.name for s in STEPS]
+    p = argparse.ArgumentParser(
+        prog="apical",
+        description="FPGA co-design flow for two-point and sparse-modular quantized networks.",
+    )
+    p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    sp = sub.add_parser("train", help="train a model from a config into a run directory")
+    sp.add_argument("config", help="YAML config")
+    sp.add_argument("--out", required=True, help="run directory")
+    sp.add_argument("--force", action="store_true", help="overwrite a run of a different config")
+    sp.set_defaults(fn=cmd_train)
+
+    def run_dir_cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument("run_dir", help="run directory")
+        sp.set_defaults(fn=_single(name))
+        return sp
+
+    sp = run_dir_cmd("export", "export the integer model (IR) of a trained run")
+    sp.add_argument("--qonnx", action="store_true", help="also write model.onnx (QONNX)")
+    run_dir_cmd("verify", "Brevitas vs golden integer model, whole test set")
+    sp = run_dir_cmd("rtl", "generate Verilog for the PE array")
+    sp.add_argument("--pes", type=int, help="processing elements P")
+    sp = run_dir_cmd("sim", "cocotb simulation of the RTL vs the golden model")
+    sp.add_argument("--simulator", choices=["icarus", "verilator"])
+    sp.add_argument("--samples", type=int, help="test samples to simulate")
+    sp.add_argument("--waves", action="store_true", help="write a waveform under RUN_DIR/sim/")
+    sp.add_argument("--pes", type=int, help="processing elements P (regenerates the RTL)")
+    sp = run_dir_cmd("energy", "energy estimate from counted events")
+    sp.add_argument("--table", help="energy table: shipped name or YAML file")
+    sp = run_dir_cmd("synth", "yosys synth_xilinx resource estimate")
+    sp.add_argument("--part", help="UltraScale+ part, e.g. xczu7ev-ffvc1156-2-e")
+    sp = run_dir_cmd("bitstream", "Vivado build tree (zcu104) or open bitstream (icebreaker, ulx3s)")
+    sp.add_argument("--board", help="zcu104, icebreaker or ulx3s")
+    run_dir_cmd("report", "write report.html and report.md")
+
+    sp = sub.add_parser("run", help="every step in order (default: the shipped config)")
+    sp.add_argument("config", nargs="?", default=None, help="YAML config (default: shipped default)")
+    sp.add_argument("--out", help="run directory (default: runs/<config name>)")
+    sp.add_argument("--from", dest="start", choices=names, help="first step to run")
+    sp.add_argument("--to", dest="stop", choices=names, help="last step to run")
+    sp.add_argument("--force", action="store_true", help="redo steps whose inputs did not change")
+    sp.add_argument("--pes", type=int, help="processing elements P")
+    sp.add_argument("--simulator", choices=["icarus", "verilator"])
+    sp.add_argument("--samples", type=int, help="test samples to simulate")
+    sp.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser("import", help="import a QONNX model (Brevitas export_qonnx) as an IR")
+    sp.add_argument("model", help="QONNX .onnx file")
+    sp.add_argument("--out", required=True, help="run directory")
+    sp.add_argument("--force", action="store_true", help="overwrite an existing IR")
+    sp.set_defaults(fn=cmd_import)
+
+    sp = sub.add_parser("steps", help="list the steps of the flow")
+    sp.set_defaults(fn=cmd_steps)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    # Library warnings (brevitas, torch) are noise on a user's terminal.
+    if not args.debug:
+        warnings.filterwarnings("ignore")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    try:
+        return int(args.fn(args) or 0)
+    except ApicalError as e:
+        print(f"apical: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("apical: interrupted (finished steps are kept; re-run to resume)", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.debug:
+            raise
+        print(f"apical: internal error: {type(e).__name__}: {e} (re-run with --debug for the traceback)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Runs the ordered steps of `apical.flows.steps.STEPS` into one run directory.
+
+A step is skipped when the content hash of its inputs (the config fields it
+declares plus the run-directory files it reads) equals the hash recorded in
+``flow.json`` when it last ran, and its summary is still there; ``force``
+redoes it. ``start``/``stop`` run a slice of the flow (``apical run --from rtl
+--to sim``). ``flow.json`` records per step its input hash, wall time and
+status; it is rewritten atomically after every step, so an interrupted run
+resumes where it stopped and leaves no half-written artefact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from apical.sw.atomic import atomic_write_json, atomic_write_text
+from apical.sw.config import Config, config_hash, config_to_dict
+from apical.sw.errors import ApicalError
+
+from .steps import STEPS, Step, step_by_name
+
+__all__ = ["FLOW_FILE", "Reporter", "input_hash", "run_flow", "write_run_config"]
+
+FLOW_FILE = "flow.json"
+FLOW_VERSION = 1
+
+# reporter(event, step, info): event is "start", "skip" or "done".
+Reporter = Callable[[str, Step, dict[str, Any]], None]
+
+
+def _dotted(d: dict[str, Any], key: str) -> Any:
+    cur: Any = d
+    for part in key.split("."):
+        cur = cur.get(part) if isinstance(cur, dict) else None
+    return cur
+
+
+def _hash_path(p: Path) -> str:
+    if p.is_file():
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+    if p.is_dir():
+        h = hashlib.sha256()
+        for sub in sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith(".")):
+            h.update(str(sub.relative_to(p)).encode())
+            h.update(_hash_path(sub).encode())
+        return h.hexdigest()
+    return "missing"
+
+
+def input_hash(step: Step, cfg: Config, run_dir: Path) -> str:
+    """Content hash of everything the step reads."""
+    plain = config_to_dict(cfg)
+    blob = {
+        "step": step.name,
+        "flow_version": FLOW_VERSION,
+        "config": {k: _dotted(plain, k) for k in step.config_keys},
+        "files": {r: _hash_path(run_dir / r) for r in step.reads},
+    }
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _load_flow(run_dir: Path) -> dict[str, Any]:
+    p = run_dir / FLOW_FILE
+    if not p.exists():
+        return {"version": FLOW_VERSION, "steps": {}}
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        # A damaged record only costs re-running steps; never trust it.
+        return {"version": FLOW_VERSION, "steps": {}}
+    if not isinstance(data, dict) or not isinstance(data.get("steps"), dict):
+        return {"version": FLOW_VERSION, "steps": {}}
+    return data
+
+
+def write_run_config(cfg: Config, run_dir: Path) -> None:
+    """Record the config a run directory is made from (``config.yaml``)."""
+    import yaml
+
+    text = f"# apical run config (hash {config_hash(cfg)})\n" + yaml.safe_dump(
+        config_to_dict(cfg), sort_keys=False
+    )
+    atomic_write_text(run_dir / "config.yaml", text)
+
+
+def run_flow(
+    cfg: Config,
+    run_dir: Path,
+    *,
+    start: str | None = None,
+    stop: str | None = None,
+    force: bool = False,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Run steps ``start``..``stop`` (inclusive) in order; return the flow record."""
+    names = [s.name for s in STEPS]
+    i0 = names.index(step_by_name(start).name) if start else 0
+    i1 = names.index(step_by_name(stop).name) if stop else len(STEPS) - 1
+    if i0 > i1:
+        raise ApicalError(f"--from {start} comes after --to {stop}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_run_config(cfg, run_dir)
+    record = _load_flow(run_dir)
+    record["config_hash"] = config_hash(cfg)
+    for step in STEPS[i0 : i1 + 1]:
+        h = input_hash(step, cfg, run_dir)
+        prev = record["steps"].get(step.name, {})
+        outputs_there = all((run_dir / w).exists() for w in step.writes[:1])
+        if not force and prev.get("input_hash") == h and prev.get("status") == "done" and outputs_there:
+            prev = dict(prev, skipped=True)
+            record["steps"][step.name] = prev
+            if reporter:
+                reporter("skip", step, prev)
+            continue
+        if reporter:
+            reporter("start", step, {})
+        t0 = time.perf_counter()
+        summary = step.fn(cfg, run_dir)
+        seconds = time.perf_counter() - t0
+        if not (run_dir / step.writes[0]).exists():
+            atomic_write_json(run_dir / step.writes[0], summary)
+        entry = {
+            "input_hash": h,
+            "status": "done",
+            "seconds": round(seconds, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "skipped": False,
+        }
+        record["steps"][step.name] = entry
+        record["timings"] = {k: v.get("seconds") for k, v in record["steps"].items()}
+        atomic_write_json(run_dir / FLOW_FILE, record)
+        if reporter:
+            reporter("done", step, dict(entry, summary=summary))
+    record["timings"] = {k: v.get("seconds") for k, v in record["steps"].items()}
+    atomic_write_json(run_dir / FLOW_FILE, record)
+    return record

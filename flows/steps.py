@@ -1,0 +1,242 @@
+"""The steps of the apical flow, as plain functions (FINN's builder is the model).
+
+Each ``step_<name>(cfg, run_dir)`` reads its inputs from the run directory,
+writes its artefacts and a ``<name>.json`` summary there (atomically), and
+returns that summary. `STEPS` is the one ordered list that is the flow; the
+CLI and `apical.flows.flow.run_flow` are thin layers over it. A step reaches
+into no other step's internals: it calls the library function of its part.
+
+Each step also declares what it reads (config sections, files) and writes, so
+the flow can skip a step whose inputs did not change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from apical.sw.config import Config, ModelKind
+from apical.sw.errors import ApicalError
+
+__all__ = ["STEPS", "Step", "baseline_config", "step_by_name"]
+
+BASELINE_DIR = "baseline"
+
+
+def baseline_config(cfg: Config) -> Config:
+    """The point-neuron baseline of a config: same data, task, bits and training."""
+    model = dataclasses.replace(cfg.model, kind=ModelKind.POINT)
+    energy = dataclasses.replace(cfg.energy, baseline=False)
+    return dataclasses.replace(cfg, name=f"{cfg.name}-baseline", model=model, energy=energy)
+
+
+def _wants_baseline(cfg: Config) -> bool:
+    return cfg.energy.baseline and cfg.model.kind is not ModelKind.POINT
+
+
+def _require(run_dir: Path, *names: str, hint: str) -> None:
+    for n in names:
+        if not (run_dir / n).exists():
+            raise ApicalError(f"{run_dir / n}: missing (run `apical {hint}` first)")
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def step_train(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    from apical.sw.train import train
+
+    summary = train(cfg, run_dir)
+    if _wants_baseline(cfg):
+        summary = dict(summary)
+        summary["baseline"] = train(baseline_config(cfg), run_dir / BASELINE_DIR)
+    return summary
+
+
+def step_export(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    from apical.sw.export import export_run
+
+    _require(run_dir, "checkpoint.pt", hint="train")
+    summary = export_run(cfg, run_dir)
+    if _wants_baseline(cfg) and (run_dir / BASELINE_DIR / "checkpoint.pt").exists():
+        summary = dict(summary)
+        summary["baseline"] = export_run(baseline_config(cfg), run_dir / BASELINE_DIR)
+    return summary
+
+
+def step_verify(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    from apical.sw.verify import verify_run
+
+    _require(run_dir, "checkpoint.pt", "ir/model.yaml", hint="export")
+    summary = verify_run(cfg, run_dir)
+    if _wants_baseline(cfg) and (run_dir / BASELINE_DIR / "ir" / "model.yaml").exists():
+        summary = dict(summary)
+        summary["baseline"] = verify_run(baseline_config(cfg), run_dir / BASELINE_DIR)
+    return summary
+
+
+def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    from apical.hw.generate import generate_rtl
+    from apical.sw.atomic import atomic_write_json
+    from apical.sw.ir import load_ir
+
+    _require(run_dir, "ir/model.yaml", hint="export")
+    ir = load_ir(run_dir / "ir")
+    summary = generate_rtl(
+        ir, cfg.hardware.pes, run_dir / "rtl", max_weight_depth=cfg.hardware.max_weight_depth
+    )
+    atomic_write_json(run_dir / "rtl.json", summary)
+    return summary
+
+
+def step_sim(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    from apical.sim.runner import sim_run
+
+    _require(run_dir, "ir/model.yaml", "test_vectors.npz", hint="export")
+    return sim_run(
+        cfg,
+        run_dir,
+        simulator=cfg.hardware.simulator,
+        samples=cfg.hardware.sim_samples,
+        waves=cfg.hardware.waves,
+    )
+
+
+def step_energy(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    from apical.flows.energy import energy_run
+
+    _require(run_dir, "ir/model.yaml", "test_vectors.npz", hint="export")
+    return energy_run(cfg, run_dir, table=cfg.energy.table)
+
+
+def step_synth(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    from apical.flows.synth import synth_run
+
+    _require(run_dir, "ir/model.yaml", hint="export")
+    return synth_run(cfg, run_dir, part=cfg.hardware.part)
+
+
+def step_bitstream(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    from apical.flows.bitstream import bitstream_run
+
+    _require(run_dir, "ir/model.yaml", hint="export")
+    return bitstream_run(cfg, run_dir, board=cfg.hardware.board)
+
+
+def step_report(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    from apical.flows.report import write_report
+
+    return write_report(run_dir)
+
+
+# --------------------------------------------------------------------------- the flow
+
+
+@dataclass(frozen=True)
+class Step:
+    """A step of the flow with what it reads and writes (for skipping and resuming)."""
+
+    name: str
+    fn: Callable[[Config, Path], dict[str, Any]]
+    config_keys: tuple[str, ...]  # dotted config fields/sections that change its result
+    reads: tuple[str, ...]  # run-dir files (or folders) it reads
+    writes: tuple[str, ...]  # run-dir files it writes; the first is its summary
+    doc: str
+
+
+_BASE = ("ir", "test_vectors.npz")
+
+STEPS: tuple[Step, ...] = (
+    Step(
+        "train",
+        step_train,
+        ("seed", "data", "model", "quant", "train", "energy.baseline"),
+        (),
+        ("train.json", "checkpoint.pt", "config.yaml", "curves.png"),
+        "train the Brevitas model (and its point baseline) with quantization-aware training",
+    ),
+    Step(
+        "export",
+        step_export,
+        ("seed", "data", "model", "quant", "energy.baseline"),
+        ("checkpoint.pt", "baseline/checkpoint.pt"),
+        ("export.json", "ir/model.yaml", "ir/weights.npz", "test_vectors.npz"),
+        "export the integer model (IR) and the integer test vectors",
+    ),
+    Step(
+        "verify",
+        step_verify,
+        ("seed", "data", "energy.baseline"),
+        ("checkpoint.pt", "ir", "baseline/ir"),
+        ("verify.json",),
+        "check Brevitas == golden integer model on the whole test set",
+    ),
+    Step(
+        "rtl",
+        step_rtl,
+        ("hardware.pes", "hardware.max_weight_depth"),
+        ("ir",),
+        ("rtl.json", "rtl/apical_top.v"),
+        "generate the Verilog of the processing-element array",
+    ),
+    Step(
+        "sim",
+        step_sim,
+        ("hardware.simulator", "hardware.sim_samples", "hardware.waves", "hardware.backpressure"),
+        (*_BASE, "rtl"),
+        ("sim.json",),
+        "simulate the RTL in cocotb and compare with the golden model",
+    ),
+    Step(
+        "energy",
+        step_energy,
+        ("energy", "hardware.pes", "hardware.clock_mhz"),
+        (*_BASE, "sim.json", "baseline/ir", "baseline/test_vectors.npz"),
+        ("energy.json",),
+        "estimate energy from counted events",
+    ),
+    Step(
+        "synth",
+        step_synth,
+        ("hardware.part",),
+        ("rtl",),
+        ("synth.json",),
+        "synthesis estimate with yosys synth_xilinx",
+    ),
+    Step(
+        "bitstream",
+        step_bitstream,
+        ("hardware.board", "hardware.pes"),
+        ("ir",),
+        ("bitstream.json",),
+        "Vivado build tree or open-tool bitstream",
+    ),
+    Step(
+        "report",
+        step_report,
+        ("name",),
+        (
+            "train.json",
+            "export.json",
+            "verify.json",
+            "rtl.json",
+            "sim.json",
+            "energy.json",
+            "synth.json",
+            "bitstream.json",
+        ),
+        ("report.json", "report.html", "report.md"),
+        "write report.html and report.md",
+    ),
+)
+
+
+def step_by_name(name: str) -> Step:
+    for s in STEPS:
+        if s.name == name:
+            return s
+    known = ", ".join(s.name for s in STEPS)
+    raise ApicalError(f"unknown step {name!r} (steps: {known})")
