@@ -399,7 +399,10 @@ def _get(d: dict[str, Any], key: str, tp: type | tuple[type, ...], where: str) -
 def _array(arrays: Any, key: str, where: str) -> np.ndarray:
     if key not in arrays.files:
         raise ApicalError(f"{where}: weights.npz has no array {key!r}")
-    a = arrays[key]
+    try:
+        a = arrays[key]  # members are read lazily: a corrupt one only fails here
+    except Exception as e:
+        raise ApicalError(f"{where}: weights.npz array {key!r} unreadable ({type(e).__name__}: {e})") from None
     if not np.issubdtype(a.dtype, np.integer):
         raise ApicalError(f"{where}: array {key!r} must be integer, got {a.dtype}")
     return a
