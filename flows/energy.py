@@ -1,0 +1,668 @@
+"""Accelergy-style energy model: action counts x energy per action, plus static power x time.
+
+Contract: an energy table (YAML, pJ per action for every counter of
+`apical.sw.counts.COUNTERS`, plus static power in mW) is loaded and validated by
+`load_energy_table`. `energy_from_counts` turns per-layer (golden) or
+summed-over-layers (RTL) counts into an `EnergyBreakdown` with one formula:
+each action's integer count, summed over layers first, times one per-action
+energy fixed by the table and the IR's hardware word widths. Equal counts
+therefore give bit-identical energies, which is what the golden-vs-RTL check in
+`energy_run` relies on. `energy_run` is the body of the flow's ``energy`` step;
+it writes ``energy.json``. The schema and derivation rules are in docs/energy.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from apical.flows.metrics import neurobench_metrics
+from apical.sw.atomic import atomic_write_json
+from apical.sw.config import Config
+from apical.sw.counts import COUNTERS
+from apical.sw.errors import ApicalError
+from apical.sw.golden import GoldenResult, run_golden
+from apical.sw.ir import IR, load_ir
+
+__all__ = [
+    "ALL_LAYERS",
+    "COMPONENTS",
+    "TABLE_FORMAT",
+    "ActionCost",
+    "EnergyBreakdown",
+    "EnergyTable",
+    "HardwareWords",
+    "energy_from_counts",
+    "energy_run",
+    "hardware_words",
+    "load_energy_table",
+    "load_test_inputs",
+    "shipped_tables",
+]
+
+TABLE_FORMAT = "apical-energy-table"
+TABLE_VERSION = 1
+# Key of a counts mapping that holds totals over all layers (what the RTL counters report).
+ALL_LAYERS = "*"
+# Energy components: one per counted action, then static power x time.
+COMPONENTS: tuple[str, ...] = (*COUNTERS, "static")
+_COST_FORMS = ("pJ", "by_bits", "scaling", "sram_per_bit")
+_TOP_KEYS = ("format", "version", "name", "description", "reference", "static_mW", "actions")
+
+
+# --------------------------------------------------------------------------- tables
+
+
+@dataclass(frozen=True)
+class ActionCost:
+    """Energy of one action, in exactly one of four forms (see docs/energy.md).
+
+    ``pJ``: a flat energy; ``by_bits``: pJ per word width; ``scaling``:
+    ``ref_pJ * (bits / ref_bits) ** exponent``; ``sram_per_bit``: pJ per bit
+    read from the smallest listed SRAM (kbytes, ascending) holding the memory
+    the action reads, times the word width.
+    """
+
+    action: str
+    form: str
+    pJ: float = 0.0
+    by_bits: tuple[tuple[int, float], ...] = ()
+    ref_bits: int = 0
+    ref_pJ: float = 0.0
+    exponent: float = 0.0
+    sram_per_bit: tuple[tuple[float, float], ...] = ()  # (kbytes, pJ per bit)
+
+    def energy_pJ(self, bits: int, memory_bytes: float, where: str = "energy table") -> float:
+        """Energy of one action on a ``bits``-wide word held in ``memory_bytes`` of memory."""
+        if self.form == "pJ":
+            return self.pJ
+        if bits <= 0:  # the IR has no such hardware (e.g. no modulation table): never counted
+            return 0.0
+        if self.form == "by_bits":
+            for b, e in self.by_bits:
+                if b == bits:
+                    return e
+            known = ", ".join(str(b) for b, _ in self.by_bits)
+            raise ApicalError(f"{where}: actions.{self.action}.by_bits: no entry for {bits} bits (has {known})")
+        if self.form == "scaling":
+            return self.ref_pJ * (bits / self.ref_bits) ** self.exponent
+        # sram_per_bit: step rule, the smallest SRAM that holds the memory; beyond the
+        # largest listed size, the largest (the table then understates, said in the docs).
+        per_bit = self.sram_per_bit[-1][1]
+        for kbytes, e in self.sram_per_bit:
+            if memory_bytes <= kbytes * 1024:
+                per_bit = e
+                break
+        return per_bit * bits
+
+
+@dataclass(frozen=True, eq=False)
+class EnergyTable:
+    """A validated energy table: pJ per action for every counter, static power in mW."""
+
+    name: str
+    source: str  # "shipped" or the YAML path it was read from
+    description: str
+    reference: str
+    static_mW: float
+    actions: dict[str, ActionCost]
+
+
+def shipped_tables() -> tuple[str, ...]:
+    """Names of the tables shipped inside the package."""
+    d = resources.files("apical.flows") / "data" / "energy"
+    return tuple(sorted(p.name[: -len(".yaml")] for p in d.iterdir() if p.name.endswith(".yaml")))
+
+
+def _number(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ApicalError(f"{where}: must be a number, got {v!r}")
+    if not math.isfinite(v) or v < 0:
+        raise ApicalError(f"{where}: must be a finite number >= 0, got {v!r}")
+    return float(v)
+
+
+def _positive_int(v: Any, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ApicalError(f"{where}: must be an integer, got {v!r}")
+    if v < 1:
+        raise ApicalError(f"{where}: must be >= 1, got {v!r}")
+    return v
+
+
+def _mapping(v: Any, where: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise ApicalError(f"{where}: must be a mapping, got {v!r}")
+    for k in v:
+        if k not in keys:
+            raise ApicalError(f"{where}.{k}: unknown field (known: {', '.join(keys)})")
+    for k in keys:
+        if k not in v:
+            raise ApicalError(f"{where}.{k}: missing")
+    return v
+
+
+def _parse_action(action: str, raw: Any, where: str) -> ActionCost:
+    if not isinstance(raw, dict):
+        raise ApicalError(f"{where}: must be a mapping with one of {', '.join(_COST_FORMS)}, got {raw!r}")
+    unknown = [k for k in raw if k not in _COST_FORMS]
+    if unknown:
+        raise ApicalError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(_COST_FORMS)})")
+    if len(raw) != 1:
+        raise ApicalError(f"{where}: needs exactly one of {', '.join(_COST_FORMS)}, got {sorted(raw) or 'none'}")
+    (form, v), = raw.items()
+    w = f"{where}.{form}"
+    if form == "pJ":
+        return ActionCost(action, form, pJ=_number(v, w))
+    if form == "by_bits":
+        if not isinstance(v, dict) or not v:
+            raise ApicalError(f"{w}: must be a non-empty mapping of bits -> pJ, got {v!r}")
+        pairs = tuple(sorted((_positive_int(b, f"{w}.{b}"), _number(e, f"{w}.{b}")) for b, e in v.items()))
+        return ActionCost(action, form, by_bits=pairs)
+    if form == "scaling":
+        m = _mapping(v, w, ("ref_bits", "ref_pJ", "exponent"))
+        return ActionCost(
+            action,
+            form,
+            ref_bits=_positive_int(m["ref_bits"], f"{w}.ref_bits"),
+            ref_pJ=_number(m["ref_pJ"], f"{w}.ref_pJ"),
+            exponent=_number(m["exponent"], f"{w}.exponent"),
+        )
+    if not isinstance(v, list) or not v:
+        raise ApicalError(f"{w}: must be a non-empty list of {{kbytes, pJ}}, got {v!r}")
+    steps = []
+    for i, entry in enumerate(v):
+        m = _mapping(entry, f"{w}[{i}]", ("kbytes", "pJ"))
+        kb = _number(m["kbytes"], f"{w}[{i}].kbytes")
+        if kb <= 0:
+            raise ApicalError(f"{w}[{i}].kbytes: must be > 0, got {kb}")
+        steps.append((kb, _number(m["pJ"], f"{w}[{i}].pJ")))
+    if any(b[0] <= a[0] for a, b in itertools.pairwise(steps)):
+        raise ApicalError(f"{w}: kbytes must be strictly ascending")
+    return ActionCost(action, form, sram_per_bit=tuple(steps))
+
+
+def parse_energy_table(raw: Any, source: str) -> EnergyTable:
+    """Validate a parsed YAML table; every fault names ``source`` and the field."""
+    if not isinstance(raw, dict):
+        raise ApicalError(f"{source}: must be a mapping, got {type(raw).__name__}")
+    for k in raw:
+        if k not in _TOP_KEYS:
+            raise ApicalError(f"{source}: {k}: unknown field (known: {', '.join(_TOP_KEYS)})")
+    for k in ("format", "version", "name", "static_mW", "actions"):
+        if k not in raw:
+            raise ApicalError(f"{source}: {k}: missing")
+    if raw["format"] != TABLE_FORMAT:
+        raise ApicalError(f"{source}: format: expected {TABLE_FORMAT!r}, got {raw['format']!r}")
+    if raw["version"] != TABLE_VERSION:
+        raise ApicalError(f"{source}: version: unsupported {raw['version']!r} (this apical reads {TABLE_VERSION})")
+    texts = {}
+    for k in ("name", "description", "reference"):
+        v = raw.get(k, "")
+        if not isinstance(v, str):
+            raise ApicalError(f"{source}: {k}: must be a string, got {v!r}")
+        texts[k] = v
+    if not texts["name"]:
+        raise ApicalError(f"{source}: name: must not be empty")
+    static = _number(raw["static_mW"], f"{source}: static_mW")
+    acts = raw["actions"]
+    if not isinstance(acts, dict):
+        raise ApicalError(f"{source}: actions: must be a mapping, got {acts!r}")
+    for k in acts:
+        if k not in COUNTERS:
+            raise ApicalError(f"{source}: actions.{k}: unknown action (known: {', '.join(COUNTERS)})")
+    actions = {}
+    for c in COUNTERS:
+        if c not in acts:
+            raise ApicalError(f"{source}: actions.{c}: missing")
+        actions[c] = _parse_action(c, acts[c], f"{source}: actions.{c}")
+    return EnergyTable(
+        name=texts["name"],
+        source=source,
+        description=texts["description"],
+        reference=texts["reference"],
+        static_mW=static,
+        actions=actions,
+    )
+
+
+def load_energy_table(name_or_path: str) -> EnergyTable:
+    """Load a shipped table by name (``mcc-ultrascale``, ``horowitz-45nm``) or any YAML path."""
+    shipped = shipped_tables()
+    if name_or_path in shipped:
+        res = resources.files("apical.flows") / "data" / "energy" / f"{name_or_path}.yaml"
+        text, source = res.read_text(), "shipped"
+        where = f"energy table {name_or_path}"
+    else:
+        p = Path(name_or_path)
+        if not p.is_file():
+            raise ApicalError(
+                f"{name_or_path}: energy table not found (shipped: {', '.join(shipped)}; or a YAML file path)"
+            )
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ApicalError(f"{p}: cannot read energy table ({e.strerror or e})") from None
+        source = where = str(p)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise ApicalError(f"{where}:{line} malformed YAML ({getattr(e, 'problem', e)})") from None
+    table = parse_energy_table(raw, where)
+    return EnergyTable(table.name, source, table.description, table.reference, table.static_mW, table.actions)
+
+
+# --------------------------------------------------------------------------- hardware words
+
+
+@dataclass(frozen=True)
+class HardwareWords:
+    """Word width (bits) and memory size (bytes) each action touches on the PE array.
+
+    The array is shared by all layers (folded), so one multiplier and one
+    weight-memory word width serve every layer: widths are IR-wide maxima. That
+    also makes per-layer and summed-over-layers energies the same formula.
+    """
+
+    bits: dict[str, int]
+    memory_bytes: dict[str, float]
+
+
+def _bits_for(n: int) -> int:
+    """Bits of an index into ``n`` items (at least 1)."""
+    return max(1, (n - 1).bit_length())
+
+
+def hardware_words(ir: IR, pes: int) -> HardwareWords:
+    """Word widths and memory sizes the energy table's bit/memory rules are applied to."""
+    if pes < 1:
+        raise ApicalError(f"energy: pes: must be >= 1, got {pes}")
+    sites = [s for layer in ir.layers for s in layer.sites.values()]
+    weight_bits = max(s.weight_bits for s in sites)
+    index_bits = _bits_for(max(layer.size for layer in ir.layers))
+    word = weight_bits + index_bits  # one stored synapse: weight + target-neuron index
+    tensors = [*ir.inputs, *(layer.output for layer in ir.layers)]
+    act_bits = max(t.bits for t in tensors)
+    tp = [layer for layer in ir.layers if layer.table is not None]
+    table_bits = max((layer.out_bits for layer in tp), default=0)
+    table_bytes = max((layer.table.size * layer.out_bits / 8 for layer in tp), default=0.0)
+    bits = {
+        "events": _bits_for(max(s.in_size for s in sites)),
+        "syn_ops": weight_bits,
+        "weight_reads": word,
+        "acc_updates": max(s.acc_bits for s in sites),
+        "act_reads": act_bits,
+        "act_writes": act_bits,
+        "requants": max(s.acc_bits for s in sites),
+        "table_lookups": table_bits,
+    }
+    # Each PE holds its share of the synapses (balanced at export time).
+    per_pe_synapses = math.ceil(ir.synapses / pes)
+    memory = dict.fromkeys(COUNTERS, 0.0)
+    memory["weight_reads"] = per_pe_synapses * word / 8
+    # Every tensor is kept (sites may read any earlier tensor), so the activation memory holds all.
+    memory["act_reads"] = memory["act_writes"] = sum(t.size * t.bits for t in tensors) / 8
+    memory["table_lookups"] = table_bytes
+    return HardwareWords(bits=bits, memory_bytes=memory)
+
+
+def unit_energies(ir: IR, table: EnergyTable, pes: int) -> dict[str, float]:
+    """pJ per action for this IR on ``pes`` PEs (the one set of factors every energy uses)."""
+    hw = hardware_words(ir, pes)
+    where = f"energy table {table.name}"
+    return {c: table.actions[c].energy_pJ(hw.bits[c], hw.memory_bytes[c], where) for c in COUNTERS}
+
+
+# --------------------------------------------------------------------------- energy
+
+
+@dataclass(frozen=True, eq=False)
+class EnergyBreakdown:
+    """Energy of ``N`` inferences, in pJ.
+
+    ``counts``: int64 ``[N, L, A]`` action counts per layer (``L == 1`` and
+    ``layers == ("*",)`` when the counts were totals over layers);
+    ``per_layer_pJ``: ``[N, L, A]`` dynamic energy per layer and action;
+    ``dynamic_pJ``: ``[N, A]`` per action, computed from the layer-summed
+    integer counts (the exact formula shared by golden and RTL counts);
+    ``static_pJ``: ``[N]`` static power x ``cycles`` at the clock.
+    """
+
+    table: str
+    layers: tuple[str, ...]
+    unit_pJ: dict[str, float]
+    counts: np.ndarray
+    per_layer_pJ: np.ndarray
+    dynamic_pJ: np.ndarray
+    static_pJ: np.ndarray
+    cycles: np.ndarray
+    cycles_source: str  # "lower_bound" (sum over layers of ceil(syn_ops / P)) or "given"
+    pes: int
+    clock_mhz: float
+    static_mW: float
+
+    @property
+    def samples(self) -> int:
+        return int(self.counts.shape[0])
+
+    @property
+    def total_pJ(self) -> np.ndarray:
+        """``[N]`` total energy per inference."""
+        return self.dynamic_pJ.sum(axis=1) + self.static_pJ
+
+    @property
+    def syn_ops(self) -> np.ndarray:
+        """``[N]`` synaptic operations per inference."""
+        return self.counts[:, :, COUNTERS.index("syn_ops")].sum(axis=1)
+
+    @property
+    def per_synapse_pJ(self) -> float:
+        """Total energy over all inferences / total synaptic operations (NaN when none)."""
+        ops = int(self.syn_ops.sum())
+        return float(self.total_pJ.sum() / ops) if ops else float("nan")
+
+    def component_pJ(self) -> np.ndarray:
+        """``[N, len(COMPONENTS)]``: every action, then static."""
+        return np.concatenate([self.dynamic_pJ, self.static_pJ[:, None]], axis=1)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready figures (means over the inferences unless named otherwise)."""
+        total = self.total_pJ
+        comp = self.component_pJ().mean(axis=0)
+        dyn = float(self.dynamic_pJ.sum(axis=1).mean())
+        stat = float(self.static_pJ.mean())
+        per_layer = {}
+        if self.layers != (ALL_LAYERS,):
+            for li, name in enumerate(self.layers):
+                e = self.per_layer_pJ[:, li, :].mean(axis=0)
+                per_layer[name] = {"total": float(e.sum()), **{c: float(e[i]) for i, c in enumerate(COUNTERS)}}
+        ps = self.per_synapse_pJ
+        return {
+            "samples": self.samples,
+            "per_synapse_pJ": _finite(ps),
+            "per_synapse_uJ": _finite(ps * 1e-6),
+            "per_inference_pJ": {
+                "mean": float(total.mean()),
+                "min": float(total.min()),
+                "max": float(total.max()),
+            },
+            "per_inference_uJ": float(total.mean() * 1e-6),
+            "dynamic_pJ": dyn,
+            "static_pJ": stat,
+            "static_fraction": _finite(stat / (dyn + stat)) if dyn + stat > 0 else 0.0,
+            "per_component_pJ": {c: float(comp[i]) for i, c in enumerate(COMPONENTS)},
+            "per_layer_pJ": per_layer,
+            "syn_ops_per_inference": {
+                "mean": float(self.syn_ops.mean()),
+                "min": int(self.syn_ops.min()),
+                "max": int(self.syn_ops.max()),
+            },
+            "cycles_per_inference": float(self.cycles.mean()),
+            "cycles_source": self.cycles_source,
+        }
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def energy_from_counts(
+    ir: IR,
+    counts: dict[str, dict[str, np.ndarray]],
+    table: EnergyTable,
+    *,
+    pes: int,
+    clock_mhz: float,
+    cycles: np.ndarray | None = None,
+) -> EnergyBreakdown:
+    """Energy of ``N`` inferences from their action counts.
+
+    ``counts[layer][counter]`` is an int ``[N]`` array for every IR layer (the
+    golden model's counts), or ``counts["*"][counter]`` for totals over layers
+    (the RTL counters). ``cycles`` (``[N]``) gives the inference time for static
+    power; without it the cycle lower bound, the sum over layers of
+    ``ceil(syn_ops / pes)``, is used (which needs per-layer counts).
+    """
+    if clock_mhz <= 0:
+        raise ApicalError(f"energy: clock_mhz: must be > 0, got {clock_mhz}")
+    if set(counts) == {ALL_LAYERS}:
+        layers: tuple[str, ...] = (ALL_LAYERS,)
+    else:
+        layers = tuple(layer.name for layer in ir.layers)
+        missing = [n for n in layers if n not in counts]
+        extra = [n for n in counts if n not in layers]
+        if missing or extra:
+            bad = missing[0] if missing else extra[0]
+            what = "no counts for IR layer" if missing else "counts for a layer not in the IR"
+            raise ApicalError(f"energy: counts: {what} {bad!r}")
+    arr = []
+    n = None
+    for name in layers:
+        per = counts[name]
+        row = []
+        for c in COUNTERS:
+            if c not in per:
+                raise ApicalError(f"energy: counts[{name!r}]: missing counter {c!r}")
+            a = np.asarray(per[c])
+            if a.ndim != 1 or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
+                raise ApicalError(f"energy: counts[{name!r}][{c!r}]: must be a 1-d integer array, got {a.dtype} {a.shape}")
+            if n is None:
+                n = a.shape[0]
+            if a.shape[0] != n:
+                raise ApicalError(f"energy: counts[{name!r}][{c!r}]: {a.shape[0]} samples, expected {n}")
+            if a.size and a.min() < 0:
+                raise ApicalError(f"energy: counts[{name!r}][{c!r}]: negative count")
+            row.append(a.astype(np.int64))
+        arr.append(np.stack(row, axis=1))
+    cnt = np.stack(arr, axis=1)  # [N, L, A]
+    unit = unit_energies(ir, table, pes)
+    u = np.array([unit[c] for c in COUNTERS], dtype=np.float64)
+    per_layer = cnt.astype(np.float64) * u
+    # Sum the integer counts over layers first, then multiply once: identical counts
+    # (golden per layer or RTL totals) give identical float64 energies.
+    dynamic = cnt.sum(axis=1).astype(np.float64) * u
+    if cycles is None:
+        if layers == (ALL_LAYERS,):
+            raise ApicalError("energy: cycles: required when counts are totals over layers")
+        syn = cnt[:, :, COUNTERS.index("syn_ops")]
+        cyc = ((syn + pes - 1) // pes).sum(axis=1)
+        source = "lower_bound"
+    else:
+        cyc = np.asarray(cycles)
+        if cyc.shape != (cnt.shape[0],) or not np.issubdtype(cyc.dtype, np.integer):
+            raise ApicalError(f"energy: cycles: must be an integer array of shape ({cnt.shape[0]},), got {cyc.dtype} {cyc.shape}")
+        cyc = cyc.astype(np.int64)
+        source = "given"
+    # static mW x (cycles / clock MHz) us = nJ; x 1e3 -> pJ
+    static = table.static_mW * cyc.astype(np.float64) / clock_mhz * 1e3
+    return EnergyBreakdown(
+        table=table.name,
+        layers=layers,
+        unit_pJ=unit,
+        counts=cnt,
+        per_layer_pJ=per_layer,
+        dynamic_pJ=dynamic,
+        static_pJ=static,
+        cycles=cyc,
+        cycles_source=source,
+        pes=pes,
+        clock_mhz=float(clock_mhz),
+        static_mW=table.static_mW,
+    )
+
+
+# --------------------------------------------------------------------------- the energy step
+
+
+def load_test_inputs(ir: IR, path: Path) -> dict[str, np.ndarray]:
+    """The integer test inputs of ``test_vectors.npz``: one ``[N, size]`` array per IR input."""
+    if not path.is_file():
+        raise ApicalError(f"{path}: test vectors missing (run `apical export` first)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile/ValueError/OSError all mean a corrupt archive
+        raise ApicalError(f"{path}: unreadable test vectors ({type(e).__name__}: {e})") from None
+    out = {}
+    for t in ir.inputs:
+        if t.name not in arrays:
+            raise ApicalError(f"{path}: no array for IR input {t.name!r}")
+        a = arrays[t.name]
+        if a.ndim != 2 or a.shape[1] != t.size or not np.issubdtype(a.dtype, np.integer):
+            raise ApicalError(f"{path}: {t.name}: must be an integer [N, {t.size}] array, got {a.dtype} {a.shape}")
+        out[t.name] = a.astype(np.int64)
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ApicalError(f"{path}: malformed JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ApicalError(f"{path}: must hold a JSON object")
+    return data
+
+
+def _rtl_check(
+    ir: IR, golden: GoldenResult, table: EnergyTable, sim_path: Path, pes: int, clock_mhz: float
+) -> dict[str, Any]:
+    sim = _read_json(sim_path)
+    per = sim.get("per_sample")
+    idx = sim.get("sample_indices")
+    if not isinstance(per, list) or not isinstance(idx, list) or len(per) != len(idx):
+        raise ApicalError(f"{sim_path}: sample_indices and per_sample must be lists of equal length")
+    if not per:
+        return {"available": False, "reason": "sim.json lists no simulated samples"}
+    n_total = int(next(iter(golden.counts.values()))["syn_ops"].shape[0])
+    for i in idx:
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_total:
+            raise ApicalError(f"{sim_path}: sample_indices: {i!r} is not a test-set index in [0, {n_total})")
+    sim_pes = sim.get("pes", pes)
+    if isinstance(sim_pes, bool) or not isinstance(sim_pes, int) or sim_pes < 1:
+        raise ApicalError(f"{sim_path}: pes: must be a positive integer, got {sim_pes!r}")
+    rtl: dict[str, list[int]] = {c: [] for c in COUNTERS}
+    cycles = []
+    for k, entry in enumerate(per):
+        if not isinstance(entry, dict) or not isinstance(entry.get("counters"), dict):
+            raise ApicalError(f"{sim_path}: per_sample[{k}].counters: missing")
+        for c in COUNTERS:
+            v = entry["counters"].get(c)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ApicalError(f"{sim_path}: per_sample[{k}].counters.{c}: must be an integer, got {v!r}")
+            rtl[c].append(v)
+        cyc = entry.get("cycles", entry["counters"].get("cycles"))
+        if isinstance(cyc, bool) or not isinstance(cyc, int):
+            raise ApicalError(f"{sim_path}: per_sample[{k}].cycles: must be an integer, got {cyc!r}")
+        cycles.append(cyc)
+    sel = np.asarray(idx, dtype=np.int64)
+    cyc_arr = np.asarray(cycles, dtype=np.int64)
+    rtl_counts = {ALL_LAYERS: {c: np.asarray(v, dtype=np.int64) for c, v in rtl.items()}}
+    gold_counts = {
+        ALL_LAYERS: {c: sum(golden.counts[layer.name][c][sel] for layer in ir.layers) for c in COUNTERS}
+    }
+    # Cycles have no golden counterpart: both use the simulated cycles, so the check is on actions.
+    e_rtl = energy_from_counts(ir, rtl_counts, table, pes=sim_pes, clock_mhz=clock_mhz, cycles=cyc_arr)
+    e_gold = energy_from_counts(ir, gold_counts, table, pes=sim_pes, clock_mhz=clock_mhz, cycles=cyc_arr)
+    mismatched = [c for c in COUNTERS if not np.array_equal(rtl_counts[ALL_LAYERS][c], gold_counts[ALL_LAYERS][c])]
+    energy_match = bool(np.array_equal(e_rtl.component_pJ(), e_gold.component_pJ()))
+    return {
+        "available": True,
+        "samples": len(idx),
+        "sample_indices": [int(i) for i in idx],
+        "pes": sim_pes,
+        "rtl_pJ": float(e_rtl.total_pJ.sum()),
+        "golden_pJ": float(e_gold.total_pJ.sum()),
+        "rtl_per_inference_pJ": float(e_rtl.total_pJ.mean()),
+        "golden_per_inference_pJ": float(e_gold.total_pJ.mean()),
+        "rtl_per_component_pJ": {c: float(v) for c, v in zip(COMPONENTS, e_rtl.component_pJ().sum(0), strict=True)},
+        "golden_per_component_pJ": {c: float(v) for c, v in zip(COMPONENTS, e_gold.component_pJ().sum(0), strict=True)},
+        "counters_match": not mismatched,
+        "mismatched_counters": mismatched,
+        "energy_match": energy_match,
+        "rtl_matches_golden": energy_match and not mismatched,
+        "cycles_per_inference": float(cyc_arr.mean()),
+    }
+
+
+def _evaluate(ir_dir: Path, vectors: Path, table: EnergyTable, pes: int, clock_mhz: float) -> tuple[IR, GoldenResult, EnergyBreakdown, dict[str, np.ndarray]]:
+    ir = load_ir(ir_dir)
+    inputs = load_test_inputs(ir, vectors)
+    golden = run_golden(ir, inputs)
+    return ir, golden, energy_from_counts(ir, golden.counts, table, pes=pes, clock_mhz=clock_mhz), inputs
+
+
+def energy_run(cfg: Config, run_dir: Path, table: str | None = None) -> dict[str, Any]:
+    """The ``energy`` step: golden counts of the whole test set -> ``energy.json``.
+
+    Also checks the simulated samples (``sim.json``: RTL counters vs golden
+    counts, same formula) and compares with the point-neuron baseline in
+    ``baseline/`` when present. Returns what it wrote.
+    """
+    run_dir = Path(run_dir)
+    tab = load_energy_table(table or cfg.energy.table)
+    pes, clock = cfg.hardware.pes, cfg.hardware.clock_mhz
+    ir, golden, e, inputs = _evaluate(run_dir / "ir", run_dir / "test_vectors.npz", tab, pes, clock)
+    hw = hardware_words(ir, pes)
+    out: dict[str, Any] = {
+        "table": tab.name,
+        "table_source": tab.source,
+        "table_description": tab.description,
+        "pes": pes,
+        "clock_mhz": clock,
+        "static_mW": tab.static_mW,
+        "unit_pJ": e.unit_pJ,
+        "word_bits": hw.bits,
+        "memory_bytes": hw.memory_bytes,
+        "synapses": ir.synapses,
+        **e.summary(),
+        "per_sample_pJ": [float(v) for v in e.total_pJ],
+        "per_sample_syn_ops": [int(v) for v in e.syn_ops],
+        "metrics": neurobench_metrics(ir, golden, inputs=inputs),
+    }
+    sim_path = run_dir / "sim.json"
+    if sim_path.is_file():
+        rtl = _rtl_check(ir, golden, tab, sim_path, pes, clock)
+    else:
+        rtl = {"available": False, "reason": "sim.json not found (run `apical sim`)"}
+    out["rtl"] = rtl
+    out["rtl_matches_golden"] = rtl.get("rtl_matches_golden")
+    base_dir = run_dir / "baseline"
+    if (base_dir / "ir").is_dir():
+        vec = base_dir / "test_vectors.npz"
+        if not vec.is_file():
+            vec = run_dir / "test_vectors.npz"  # same task, same test set
+        bir, bgold, be, binputs = _evaluate(base_dir / "ir", vec, tab, pes, clock)
+        bsum = be.summary()
+        out["baseline"] = {
+            "available": True,
+            "synapses": bir.synapses,
+            **{k: bsum[k] for k in ("samples", "per_synapse_pJ", "per_inference_pJ", "per_inference_uJ",
+                                     "dynamic_pJ", "static_pJ", "per_component_pJ", "per_layer_pJ",
+                                     "syn_ops_per_inference")},
+            "metrics": neurobench_metrics(bir, bgold, inputs=binputs),
+        }
+        bi, bs = bsum["per_inference_pJ"]["mean"], bsum["per_synapse_pJ"]
+        ps = out["per_synapse_pJ"]
+        out["ratios"] = {
+            "per_inference": out["per_inference_pJ"]["mean"] / bi if bi else None,
+            "per_synapse": ps / bs if ps is not None and bs else None,
+            "syn_ops_per_inference": out["syn_ops_per_inference"]["mean"] / bsum["syn_ops_per_inference"]["mean"]
+            if bsum["syn_ops_per_inference"]["mean"]
+            else None,
+        }
+    else:
+        out["baseline"] = {"available": False, "reason": "baseline/ir not found"}
+        out["ratios"] = None
+    atomic_write_json(run_dir / "energy.json", out)
+    return out
