@@ -1,0 +1,54 @@
+"""Brevitas QAT models of apical: point MLP, two-point network, sparse-modular network.
+
+`build_model(cfg, dims)` returns the `ApicalNet` the config names. Layer names
+are the IR layer names: point ``fc1..fcN``, ``out``; two-point ``tp1..tpN``
+(``tpK_lat`` for the lateral pass), ``out``; sparse-modular ``granule``,
+``out`` (+ ``combine`` with ``combine: concat``). IR inputs are ``x`` (and
+``ctx`` for a two-point net with context).
+"""
+
+from __future__ import annotations
+
+from apical.sw.config import Config, ModelKind
+from apical.sw.errors import ApicalError
+from apical.sw.models.base import ApicalNet, LayerSpec, ModelDims, SiteSpec
+from apical.sw.models.point import PointNet
+from apical.sw.models.sparse_modular import SparseModularNet
+from apical.sw.models.two_point import TwoPointNet
+
+__all__ = [
+    "ApicalNet",
+    "LayerSpec",
+    "ModelDims",
+    "PointNet",
+    "SiteSpec",
+    "SparseModularNet",
+    "TwoPointNet",
+    "build_model",
+    "dims_of",
+]
+
+
+def dims_of(cfg: Config) -> ModelDims:
+    """The model sizes the config's data set implies (loads the data set)."""
+    from apical.sw.data import load_dataset
+
+    ds = load_dataset(cfg)
+    return ModelDims(x_dim=ds.x_dim, ctx_dim=ds.ctx_dim, num_classes=ds.num_classes)
+
+
+def build_model(cfg: Config, dims: ModelDims | None = None) -> ApicalNet:
+    """The Brevitas model of ``cfg.model.kind``; ``dims`` default to those of the config's data."""
+    import torch
+
+    dims = dims or dims_of(cfg)
+    # The connection masks and initial weights are part of the model: seed them.
+    torch.manual_seed(cfg.seed)
+    kind = cfg.model.kind
+    if kind is ModelKind.POINT:
+        return PointNet(cfg, dims)
+    if kind is ModelKind.TWO_POINT:
+        return TwoPointNet(cfg, dims)
+    if kind is ModelKind.SPARSE_MODULAR:
+        return SparseModularNet(cfg, dims)
+    raise ApicalError(f"{cfg.origin}: model.kind: unsupported {kind!r}")
