@@ -282,6 +282,12 @@ def simulate(
 
     t0 = time.perf_counter()
     sources = [rtl_dir.resolve() / f"{TOPLEVEL}.v"]
+    build_args = list(_BUILD_ARGS[simulator])
+    if waves and simulator == "icarus":
+        # cocotb's own dump module needs SystemVerilog (see _BUILD_ARGS): use a
+        # Verilog-2005 one; vvp's -fst (test waves=True) picks the format.
+        sources.append(_icarus_dump_module(bdir))
+        build_args += ["-s", "apical_waves"]
     log = tdir / "sim.log"
     with simulator_env(simulator):
         runner = get_runner(simulator)
@@ -291,9 +297,9 @@ def simulate(
                 includes=[rtl_dir.resolve()],
                 hdl_toplevel=TOPLEVEL,
                 build_dir=bdir,
-                build_args=_BUILD_ARGS[simulator],
+                build_args=build_args,
                 timescale=("1ns", "1ps"),
-                waves=waves,
+                waves=waves and simulator != "icarus",
                 log_file=tdir / "build.log",
             )
         except (RuntimeError, SystemExit) as e:
@@ -349,6 +355,18 @@ def simulate(
         log=log,
         raw=raw,
     )
+
+
+def _icarus_dump_module(bdir: Path) -> Path:
+    path = bdir / "apical_waves.v"
+    text = (
+        "module apical_waves;\n"
+        f'initial begin $dumpfile("{bdir / (TOPLEVEL + ".fst")}"); $dumpvars(0, {TOPLEVEL}); end\n'
+        "endmodule\n"
+    )
+    if not path.is_file() or path.read_text() != text:
+        path.write_text(text)
+    return path
 
 
 def _mkdtemp(parent: Path, prefix: str) -> str:
