@@ -64,7 +64,7 @@ class SparseModularNet(ApicalNet):
         self.register_buffer("granule_mask", granule_mask(units, dims.x_dim, m.fan_in, cfg.seed))
         if self.concat:
             self.out = make_linear(spec, units, m.modules * dims.num_classes, q.weight_bits_for("out"))
-            self.out_quant = make_signed(spec, q.act_bits_for("out"), LOGIT_MAX)
+            self.out_quant = make_signed(spec, q.act_bits_for("out"), HIDDEN_MAX)
             self.register_buffer("out_mask", _block_mask(m.modules, dims.num_classes, m.granules))
             self.combine = make_linear(spec, m.modules * dims.num_classes, dims.num_classes,
                                        q.weight_bits_for("combine"))
