@@ -297,7 +297,8 @@ def _exactness(verify: dict[str, Any] | None, sim: dict[str, Any] | None, energy
 def _hardware(cfg: dict[str, Any], rtl: dict[str, Any] | None, sim: dict[str, Any] | None,
               energy: dict[str, Any] | None) -> _Section:
     s = _Section("Cycles, throughput and utilisation", rtl is not None or sim is not None or energy is not None)
-    clock = _num(_first(energy, "clock_mhz")) or _num(_first(cfg, "hardware.clock_mhz"))
+    # The configured clock (config.yaml) first; energy.json records the clock it used.
+    clock = _num(_first(cfg, "hardware.clock_mhz")) or _num(_first(energy, "clock_mhz"))
     pes = _num(_first(sim, "pes")) or _num(_first(energy, "pes")) or _num(_first(cfg, "hardware.pes"))
     s.row("processing elements (P)", int(pes) if pes else None)
     s.row("clock (MHz)", clock)
