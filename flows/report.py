@@ -277,7 +277,7 @@ def _exactness(verify: dict[str, Any] | None, sim: dict[str, Any] | None, energy
         s.notes.append("verify (Brevitas vs golden): not run")
     else:
         s.row("Brevitas == golden", _first(verify, "bit_exact", "exact", "match", "passed", "ok"))
-        s.row("Brevitas vs golden mismatches", _first(verify, "mismatches_total", "total_mismatches", "mismatches"))
+        s.row("Brevitas vs golden mismatches", _first(verify, "mismatches.count", "mismatches_total", "total_mismatches", "mismatches"))
         s.row("argmax agreement", _first(verify, "argmax_agreement", "argmax_match"), _pct)
         s.row("max deviation (LSB)", _first(verify, "max_lsb", "max_deviation_lsb", "max_abs_diff"))
         s.details += [(f"verify.{k}", v) for k, v in _scalars(verify)]
@@ -285,7 +285,7 @@ def _exactness(verify: dict[str, Any] | None, sim: dict[str, Any] | None, energy
         s.notes.append("sim (RTL vs golden): not run")
     else:
         s.row("RTL == golden", _first(sim, "bit_exact", "exact", "match", "passed", "ok"))
-        s.row("RTL vs golden mismatches", _first(sim, "mismatches_total", "total_mismatches", "mismatches"))
+        s.row("RTL vs golden mismatches", _first(sim, "mismatches.count", "mismatches_total", "total_mismatches", "mismatches"))
         s.row("simulator", _first(sim, "simulator"))
         s.row("simulated samples", len(sim["sample_indices"]) if isinstance(sim.get("sample_indices"), list) else None)
         s.details += [(f"sim.{k}", v) for k, v in _scalars(sim)]
@@ -312,7 +312,7 @@ def _hardware(cfg: dict[str, Any], rtl: dict[str, Any] | None, sim: dict[str, An
             if ops and all(o is not None for o in ops):
                 syn = float(np.mean(ops))
     if cycles is None:
-        cycles = _num(_first(sim, "cycles_mean", "mean_cycles", "cycles"))
+        cycles = _num(_first(sim, "cycles.mean", "cycles_mean", "mean_cycles", "cycles"))
     if cycles is not None:
         s.row("cycles per inference (RTL, mean)", cycles)
         if clock:
