@@ -465,6 +465,8 @@ def energy_from_counts(
             row.append(a.astype(np.int64))
         arr.append(np.stack(row, axis=1))
     cnt = np.stack(arr, axis=1)  # [N, L, A]
+    if cnt.shape[0] == 0:
+        raise ApicalError("energy: counts: no samples")
     unit = unit_energies(ir, table, pes)
     u = np.array([unit[c] for c in COUNTERS], dtype=np.float64)
     per_layer = cnt.astype(np.float64) * u
@@ -520,6 +522,8 @@ def load_test_inputs(ir: IR, path: Path) -> dict[str, np.ndarray]:
         a = arrays[t.name]
         if a.ndim != 2 or a.shape[1] != t.size or not np.issubdtype(a.dtype, np.integer):
             raise ApicalError(f"{path}: {t.name}: must be an integer [N, {t.size}] array, got {a.dtype} {a.shape}")
+        if a.shape[0] == 0:
+            raise ApicalError(f"{path}: {t.name}: no test samples")
         out[t.name] = a.astype(np.int64)
     return out
 
