@@ -357,12 +357,15 @@ def export_qonnx_run(cfg: Config, run_dir: str | Path) -> Path:
     os.close(fd)
     try:
         with torch.no_grad():
-            export_qonnx(model, args=example, export_path=tmp)
+            # TorchScript exporter: apical's models pass Brevitas quant tensors between
+            # layers, which the dynamo exporter (torch.export) cannot trace
+            export_qonnx(model, args=example, export_path=tmp, dynamo=False)
         data = Path(tmp).read_bytes()
     except ApicalError:
         raise
     except Exception as e:
-        raise ApicalError(f"{rd}: QONNX export failed ({type(e).__name__}: {e})") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ApicalError(f"{rd}: QONNX export failed ({type(e).__name__}: {first})") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
     return atomic_write_bytes(rd / "model.onnx", data)
