@@ -216,8 +216,12 @@ def _build_lattice(cfg: Config, ir: IR, spec: BoardSpec, tree: Path) -> dict[str
     if ref.is_file():
         # Shipped as the reference pin map beside the one the platform generates.
         platform.add_file(f"reference_{spec.constraints}", ref.read_text())
-    # Report timing honestly instead of failing the build at the board clock.
-    plan = platform.prepare(BoardTop(bridge), name=name, nextpnr_opts="--timing-allow-fail")
+    # Report timing honestly instead of failing the build at the board clock;
+    # let yosys map the PE multipliers onto the hard multipliers.
+    opts: dict[str, str] = {"nextpnr_opts": "--timing-allow-fail"}
+    if spec.flow == "ice40":
+        opts["synth_opts"] = "-dsp"
+    plan = platform.prepare(BoardTop(bridge), name=name, **opts)
     env = _lattice_env(spec, tree)
     t0 = time.monotonic()
     try:
