@@ -261,13 +261,29 @@ def _accuracy(cfg: dict[str, Any], train: dict[str, Any] | None, base: dict[str,
     s.row("test accuracy without context", _first(train, "test_acc_no_context", "no_context_acc"), _pct)
     s.row("validation accuracy", _first(train, "val_acc", "best_val_acc", "val_accuracy"), _pct)
     s.row("parameters", _first(train, "params", "parameters", "n_params"))
-    s.row("epochs", _first(train, "epochs", "epochs_run"))
+    s.row("epochs", _first(train, "epochs_run", "epochs"))
     s.row("model", _first(train, "model_kind", "model") or _first(cfg, "model.kind"))
     if base is not None:
         s.row("baseline (point neuron) test accuracy", _first(base, "test_acc", "test_accuracy", "acc"), _pct)
     else:
         s.notes.append("baseline: not run")
     s.details = _scalars(train)
+    return s
+
+
+def _export(exp: dict[str, Any] | None) -> _Section:
+    s = _Section("Integer model", exp is not None)
+    if exp is None:
+        return s
+    s.row("model", _first(exp, "model_kind"))
+    s.row("scaling", _first(exp, "scaling"))
+    s.row("stored synapses", _first(exp, "synapses"))
+    s.row("test samples", _first(exp, "test_samples"))
+    layers = exp.get("layers")
+    if isinstance(layers, list):
+        names = [str(entry.get("name", "?")) for entry in layers if isinstance(entry, dict)]
+        s.row("layers", ", ".join(names) if names else None)
+    s.details = _scalars(exp)
     return s
 
 
@@ -279,7 +295,8 @@ def _exactness(verify: dict[str, Any] | None, sim: dict[str, Any] | None, energy
         s.row("Brevitas == golden", _first(verify, "bit_exact", "exact", "match", "passed", "ok"))
         s.row("Brevitas vs golden mismatches", _first(verify, "mismatches.count", "mismatches_total", "total_mismatches", "mismatches"))
         s.row("argmax agreement", _first(verify, "argmax_agreement", "argmax_match"), _pct)
-        s.row("max deviation (LSB)", _first(verify, "max_lsb", "max_deviation_lsb", "max_abs_diff"))
+        s.row("max deviation (LSB)", _first(verify, "max_abs_dev_lsb", "max_lsb", "max_deviation_lsb", "max_abs_diff"))
+        s.row("golden model accuracy", _first(verify, "golden_accuracy"), _pct)
         s.details += [(f"verify.{k}", v) for k, v in _scalars(verify)]
     if sim is None:
         s.notes.append("sim (RTL vs golden): not run")
@@ -479,6 +496,7 @@ def write_report(run_dir: Path) -> dict[str, Any]:
     energy = data["energy.json"]
     sections = [
         _accuracy(cfg, data["train.json"], data["baseline/train.json"]),
+        _export(data["export.json"]),
         _exactness(data["verify.json"], data["sim.json"], energy),
         _hardware(cfg, data["rtl.json"], data["sim.json"], energy),
         _resources(data["synth.json"], data["bitstream.json"]),

@@ -20,7 +20,7 @@ from apical.sw.ir import save_ir
 from apical.sw.ir_random import random_inputs, random_ir
 
 
-def full_run(tmp_path: Path) -> tuple[Path, dict]:
+def full_run(tmp_path: Path) -> tuple[Path, dict, list]:
     """A run directory with every summary the report reads (energy from the real energy step)."""
     rng = np.random.default_rng(5)
     run = tmp_path / "run"
@@ -46,6 +46,8 @@ def full_run(tmp_path: Path) -> tuple[Path, dict]:
     (run / "train.json").write_text(json.dumps({"test_acc": 0.9312, "test_acc_no_context": 0.7125, "epochs": 3}))
     (run / "baseline" / "train.json").write_text(json.dumps({"test_acc": 0.8875}))
     (run / "verify.json").write_text(json.dumps({"mismatches": 0, "argmax_agreement": 1.0}))
+    (run / "export.json").write_text(json.dumps({"scaling": "po2", "synapses": ir.synapses,
+                                                 "layers": [{"name": la.name} for la in ir.layers]}))
     (run / "synth.json").write_text(json.dumps({
         "part": "xczu7ev-ffvc1156-2-e", "fits": True,
         "resources": {"lut": 1234, "ff": 2345, "dsp48e2": 8}, "utilization_pct": {"lut": 0.54},
@@ -62,11 +64,11 @@ def full_run(tmp_path: Path) -> tuple[Path, dict]:
     fig.savefig(run / "curves.png")
     plt.close(fig)
     energy = energy_run(load_config(), run, table="horowitz-45nm")
-    return run, energy
+    return run, energy, list(ir.layers)
 
 
 def test_full_report(tmp_path: Path) -> None:
-    run, energy = full_run(tmp_path)
+    run, energy, ir_layers = full_run(tmp_path)
     out = write_report(run)
     html_text = (run / "report.html").read_text()
     md = (run / "report.md").read_text()
@@ -84,6 +86,7 @@ def test_full_report(tmp_path: Path) -> None:
         assert f"{energy['per_synapse_pJ']:.4g}" in text
         assert f"{250e6 / np.mean([11, 13, 17]):.4g}" in text  # inferences/s at the configured clock
         assert "report_test" in text
+        assert ", ".join(la.name for la in ir_layers) in text
     assert "1,234" in md and "not run" not in md.split("## Energy")[1].split("##")[0]
     assert "| RTL energy == golden energy | yes |" in md
 
