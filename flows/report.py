@@ -230,7 +230,7 @@ def _plot_baseline(energy: dict[str, Any]) -> str | None:
     for ax, (label, a, b) in zip(axes, rows, strict=True):
         ax.bar(["this net", "baseline"], [float(a), float(b)], color=["tab:blue", "tab:gray"])
         ax.set_title(label)
-    fig.suptitle("Two-point / sparse net vs point-neuron baseline")
+    fig.suptitle("This network vs the point-neuron baseline", y=1.04)
     return _png(fig)
 
 
