@@ -17,6 +17,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
+from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "COMPONENTS",
     "TABLE_FORMAT",
     "ActionCost",
+    "CostForm",
     "EnergyBreakdown",
     "EnergyTable",
     "HardwareWords",
@@ -45,7 +47,9 @@ __all__ = [
     "hardware_words",
     "load_energy_table",
     "load_test_inputs",
+    "parse_energy_table",
     "shipped_tables",
+    "unit_energies",
 ]
 
 TABLE_FORMAT = "apical-energy-table"
@@ -54,7 +58,18 @@ TABLE_VERSION = 1
 ALL_LAYERS = "*"
 # Energy components: one per counted action, then static power x time.
 COMPONENTS: tuple[str, ...] = (*COUNTERS, "static")
-_COST_FORMS = ("pJ", "by_bits", "scaling", "sram_per_bit")
+
+
+class CostForm(str, Enum):
+    """How a table gives an action's energy (the YAML key of the action's one entry)."""
+
+    FLAT = "pJ"
+    BY_BITS = "by_bits"
+    SCALING = "scaling"
+    SRAM_PER_BIT = "sram_per_bit"
+
+
+_COST_FORMS = tuple(f.value for f in CostForm)
 _TOP_KEYS = ("format", "version", "name", "description", "reference", "static_mW", "actions")
 
 
@@ -72,7 +87,7 @@ class ActionCost:
     """
 
     action: str
-    form: str
+    form: CostForm
     pJ: float = 0.0
     by_bits: tuple[tuple[int, float], ...] = ()
     ref_bits: int = 0
@@ -82,17 +97,17 @@ class ActionCost:
 
     def energy_pJ(self, bits: int, memory_bytes: float, where: str = "energy table") -> float:
         """Energy of one action on a ``bits``-wide word held in ``memory_bytes`` of memory."""
-        if self.form == "pJ":
+        if self.form is CostForm.FLAT:
             return self.pJ
         if bits <= 0:  # the IR has no such hardware (e.g. no modulation table): never counted
             return 0.0
-        if self.form == "by_bits":
+        if self.form is CostForm.BY_BITS:
             for b, e in self.by_bits:
                 if b == bits:
                     return e
             known = ", ".join(str(b) for b, _ in self.by_bits)
             raise ApicalError(f"{where}: actions.{self.action}.by_bits: no entry for {bits} bits (has {known})")
-        if self.form == "scaling":
+        if self.form is CostForm.SCALING:
             return self.ref_pJ * (bits / self.ref_bits) ** self.exponent
         # sram_per_bit: step rule, the smallest SRAM that holds the memory; beyond the
         # largest listed size, the largest (the table then understates, said in the docs).
@@ -158,16 +173,17 @@ def _parse_action(action: str, raw: Any, where: str) -> ActionCost:
         raise ApicalError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(_COST_FORMS)})")
     if len(raw) != 1:
         raise ApicalError(f"{where}: needs exactly one of {', '.join(_COST_FORMS)}, got {sorted(raw) or 'none'}")
-    (form, v), = raw.items()
-    w = f"{where}.{form}"
-    if form == "pJ":
+    (key, v), = raw.items()
+    form = CostForm(key)
+    w = f"{where}.{key}"
+    if form is CostForm.FLAT:
         return ActionCost(action, form, pJ=_number(v, w))
-    if form == "by_bits":
+    if form is CostForm.BY_BITS:
         if not isinstance(v, dict) or not v:
             raise ApicalError(f"{w}: must be a non-empty mapping of bits -> pJ, got {v!r}")
         pairs = tuple(sorted((_positive_int(b, f"{w}.{b}"), _number(e, f"{w}.{b}")) for b, e in v.items()))
         return ActionCost(action, form, by_bits=pairs)
-    if form == "scaling":
+    if form is CostForm.SCALING:
         m = _mapping(v, w, ("ref_bits", "ref_pJ", "exponent"))
         return ActionCost(
             action,

@@ -308,6 +308,9 @@ def _exactness(verify: dict[str, Any] | None, sim: dict[str, Any] | None, energy
         s.details += [(f"sim.{k}", v) for k, v in _scalars(sim)]
     if energy is not None and energy.get("rtl_matches_golden") is not None:
         s.row("RTL energy == golden energy", energy["rtl_matches_golden"])
+        bad = _first(energy, "rtl.mismatched_counters")
+        if bad:
+            s.row("RTL counters differing from golden", ", ".join(map(str, bad)))
     return s
 
 
