@@ -59,7 +59,7 @@ MISMATCHES_KEPT = 10  # how many mismatches sim.json lists in full
 # process starts, so yosys' `always @*` blocks (Amaranth's Verilog) would never
 # wake for signals that keep their initial value; Verilog-2005 semantics (the
 # later flag wins) make the initialiser an event, as yosys intends.
-_BUILD_ARGS = {"icarus": ["-g2005"], "verilator": ["-Wno-fatal"]}
+_BUILD_ARGS = {"icarus": ["-g2005"], "verilator": ["-Wno-fatal", "--output-split", "0"]}
 
 
 @dataclass(frozen=True, eq=False)
