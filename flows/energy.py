@@ -615,7 +615,10 @@ def _rtl_check(
     }
 
 
-def _evaluate(ir_dir: Path, vectors: Path, table: EnergyTable, pes: int, clock_mhz: float) -> tuple[IR, GoldenResult, EnergyBreakdown, dict[str, np.ndarray]]:
+def _evaluate(
+    ir_dir: Path, vectors: Path, table: EnergyTable, pes: int, clock_mhz: float
+) -> tuple[IR, GoldenResult, EnergyBreakdown, dict[str, np.ndarray]]:
+    """Load an IR and its test vectors, run the golden model, and cost its counts."""
     ir = load_ir(ir_dir)
     inputs = load_test_inputs(ir, vectors)
     golden = run_golden(ir, inputs)
