@@ -77,6 +77,28 @@ def compare_traces(ir: IR, golden: GoldenResult, traced: dict[str, np.ndarray]) 
     return {"layers": layers, "sites": sites}
 
 
+def _site_trace(model: Any, split: Any, ir: IR, batch: int = 1024) -> dict[str, np.ndarray]:
+    """Integers of every two-point site (``"<layer>.r"`` / ``"<layer>.c"``) the model's trace exposes."""
+    import torch
+
+    keys = [f"{la.name}.{k}" for la in ir.layers if la.kind == "two_point" for k in la.site_order]
+    if not keys:
+        return {}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
+    with torch.no_grad():
+        for lo in range(0, len(split), batch):
+            x = torch.from_numpy(np.array(split.x[lo : lo + batch], dtype=np.float32))
+            ctx = None
+            if "ctx" in model.input_names and split.ctx is not None:
+                ctx = torch.from_numpy(np.array(split.ctx[lo : lo + batch], dtype=np.float32))
+            t = model.trace(x, ctx)
+            for k in keys:
+                q = t.get(k)
+                if q is not None and hasattr(q, "scale"):
+                    parts[k].append(torch.round(q.value / q.scale).to(torch.int64).numpy())
+    return {k: np.concatenate(v) for k, v in parts.items() if v}
+
+
 def verify_run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """Compare Brevitas and the golden model on the test split; write and return ``verify.json``."""
     from apical.sw.checkpoint import load_model
@@ -94,7 +116,7 @@ def verify_run(cfg: Config, run_dir: Path) -> dict[str, Any]:
     if missing:
         raise ApicalError(f"verify: IR input {missing[0]}: Brevitas trace has no tensor of that name")
     golden = run_golden(ir, inputs)
-    cmp = compare_traces(ir, golden, int_outputs)
+    cmp = compare_traces(ir, golden, {**_site_trace(model, split, ir), **int_outputs})
 
     labels = np.asarray(split.y, dtype=np.int64)
     out_name = ir.layers[-1].name

@@ -69,6 +69,12 @@ def test_po2_bit_exact_every_layer(runs: dict, kind: str) -> None:
         assert e["mismatches"] == 0, (name, e)
         assert e["max_abs_dev_lsb"] == 0, (name, e)
         assert e["values"] == v["samples"] * ir.layer(name).size
+    # two-point sites (R and C before the table) are compared too
+    tp_sites = {f"{la.name}.{k}" for la in ir.layers if la.kind == "two_point" for k in la.site_order}
+    assert set(v["sites"]) == tp_sites
+    assert (len(tp_sites) == 4) == (kind == "two_point")  # tp1 and its lateral pass
+    for name, e in v["sites"].items():
+        assert e["mismatches"] == 0, (name, e)
     assert v["bit_exact"] is True
     assert v["scaling"] == "po2" and v["model_kind"] == kind
     assert v["samples"] == tr["test_samples"] > 0
