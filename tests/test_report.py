@@ -122,3 +122,15 @@ def test_malformed_summary_names_file(tmp_path: Path, name: str, text: str) -> N
 def test_missing_run_dir(tmp_path: Path) -> None:
     with pytest.raises(ApicalError, match="run directory not found"):
         write_report(tmp_path / "nope")
+
+
+def test_rtl_energy_mismatch_is_reported(tmp_path: Path) -> None:
+    energy = {"table": "t", "rtl_matches_golden": False,
+              "rtl": {"available": True, "mismatched_counters": ["events", "syn_ops"]}}
+    (tmp_path / "energy.json").write_text(json.dumps(energy))
+    (tmp_path / "sim.json").write_text(json.dumps({"bit_exact": False, "mismatches": {"count": 3}}))
+    write_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "| RTL == golden | no |" in md and "| RTL vs golden mismatches | 3 |" in md
+    assert "| RTL energy == golden energy | no |" in md
+    assert "| RTL counters differing from golden | events, syn_ops |" in md
