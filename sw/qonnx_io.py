@@ -352,7 +352,7 @@ def export_qonnx_run(cfg: Config, run_dir: str | Path) -> Path:
     from apical.sw.data import load_dataset
 
     # one real test sample: the trace follows the path real inputs take
-    example = (torch.from_numpy(np.ascontiguousarray(load_dataset(run_cfg).test.x[:1])),)
+    example = (torch.from_numpy(np.array(load_dataset(run_cfg).test.x[:1], dtype=np.float32)),)
     fd, tmp = tempfile.mkstemp(dir=rd, prefix=".model.onnx.", suffix=".tmp")
     os.close(fd)
     try:
