@@ -35,6 +35,7 @@ __all__ = [
 # partial sum stays below that bound is an exact integer matmul (and ~50x faster
 # than numpy's int64 matmul, which has no BLAS path).
 _FLOAT_EXACT_BITS = 53
+_FLOAT32_EXACT_BITS = 24  # the same for float32 (twice the BLAS throughput)
 # int64 products and shifts are exact while magnitudes stay below 2**62.
 _INT64_SAFE_BITS = 62
 
@@ -86,14 +87,18 @@ def rhe_shift(v: np.ndarray | int, shift: int) -> np.ndarray:
     big = a.dtype == object or _max_abs_bits(a) + max(0, -shift) >= _INT64_SAFE_BITS or shift >= _INT64_SAFE_BITS
     if big:
         return _rhe_python(a, shift)
-    a = a.astype(np.int64)
+    a = a.astype(np.int64, copy=False)
     if shift <= 0:
         return a << np.int64(-shift)
-    q = a >> np.int64(shift)  # floor division by 2**shift
-    rem = a - (q << np.int64(shift))  # in [0, 2**shift)
-    half = np.int64(1) << np.int64(shift - 1)
-    up = (rem > half) | ((rem == half) & ((q & 1) == 1))
-    return q + up.astype(np.int64)
+    # v = q * 2**s + r: adding half - 1 + (q & 1) carries into q exactly when
+    # r > half, or r == half and q is odd (round half to even), in three passes.
+    s = np.int64(shift)
+    out = a >> s
+    out &= 1
+    out += a
+    out += (np.int64(1) << np.int64(shift - 1)) - 1
+    out >>= s
+    return out
 
 
 def _rhe_python(a: np.ndarray, shift: int) -> np.ndarray:
@@ -129,10 +134,15 @@ def requantize(acc: np.ndarray | int, site: Site) -> np.ndarray:
     mult = int(site.requant.multiplier)
     if a.dtype != object and _max_abs_bits(a) + mult.bit_length() >= _INT64_SAFE_BITS:
         a = a.astype(object)
-    v = rhe_shift(a * mult if a.dtype == object else a.astype(np.int64) * np.int64(mult), site.requant.shift)
+    if mult != 1:
+        a = a * mult if a.dtype == object else a.astype(np.int64) * np.int64(mult)
+    v = rhe_shift(a, site.requant.shift)
+    lo, hi = int_range(site.bits, site.signed)
     if site.activation == "relu":
-        v = np.where(v > 0, v, 0) if v.dtype != object else np.array([max(int(x), 0) for x in v.flat], dtype=object).reshape(v.shape)
-    return saturate(v, site.bits, site.signed)
+        lo = max(lo, 0)  # relu then saturation == saturation to [max(lo, 0), hi]
+    if v.dtype == object:
+        return np.array([min(max(int(x), lo), hi) for x in v.reshape(-1)], dtype=np.int64).reshape(v.shape)
+    return np.clip(v, lo, hi, out=v)
 
 
 def modulate(table: np.ndarray, r: np.ndarray, c: np.ndarray, r_site: Site, c_site: Site) -> np.ndarray:
@@ -151,14 +161,18 @@ def modulate(table: np.ndarray, r: np.ndarray, c: np.ndarray, r_site: Site, c_si
 def accumulate(site: Site, size: int, x: np.ndarray) -> np.ndarray:
     """``acc[n, j] = bias[j] + sum_i w[i->j] * x[n, i]`` exactly, int64 ``[N, size]``.
 
-    Uses a float64 BLAS matmul when every partial sum is provably below 2**53
-    (true for any validated IR, whose acc_bits <= 48); int64 otherwise.
+    Uses a float32 (float64) BLAS matmul when every partial sum is provably
+    below 2**24 (2**53, true for any validated IR, whose acc_bits <= 48);
+    int64 otherwise.
     """
     w = site.dense_weights(size)  # [size, in_size] int64
     x = np.asarray(x, dtype=np.int64)
     xmax = _max_abs_bits(x)
     wsum = int(np.abs(w).sum(axis=1).max()) if w.size else 0
-    if wsum.bit_length() + xmax < _FLOAT_EXACT_BITS:
+    bound = wsum.bit_length() + xmax
+    if bound < _FLOAT32_EXACT_BITS:
+        prod = (x.astype(np.float32) @ w.T.astype(np.float32)).astype(np.int64)
+    elif bound < _FLOAT_EXACT_BITS:
         prod = (x.astype(np.float64) @ w.T.astype(np.float64)).astype(np.int64)
     else:
         prod = x @ w.T
