@@ -36,6 +36,7 @@ from apical.sw.errors import ApicalError
 __all__ = [
     "LUTRAM_LUTS",
     "find_tool",
+    "fit_check",
     "resource_counts",
     "synth_run",
     "synthesize",
@@ -97,7 +98,8 @@ def resource_counts(cells: dict[str, int]) -> dict[str, int]:
     }
 
 
-def _utilization(res: dict[str, int], part: str) -> tuple[dict[str, Any], dict[str, float], list[str]]:
+def fit_check(res: dict[str, int], part: str) -> tuple[dict[str, Any], dict[str, float], list[str]]:
+    """(capacity, utilisation in percent, resources over capacity) of `resource_counts` on ``part``."""
     cap = part_capacity(part)
     used = {
         # Logic LUTs and LUT-RAM share the same LUT sites.
@@ -181,7 +183,7 @@ def synthesize(
     stat = json.loads(stat_path.read_text())
     cells = {str(k): int(v) for k, v in stat["design"]["num_cells_by_type"].items()}
     res = resource_counts(cells)
-    capacity, util, over = _utilization(res, part)
+    capacity, util, over = fit_check(res, part)
     summary: dict[str, Any] = {
         "part": part,
         "device": cap.device,
