@@ -30,7 +30,7 @@ from apical.sw.ir import (
     save_ir,
     validate_ir,
 )
-from apical.sw.ir_random import ir_strategy, random_ir
+from apical.sw.ir_random import ir_strategy, random_inputs, random_ir
 
 
 def assert_ir_equal(a: IR, b: IR) -> None:
@@ -331,3 +331,56 @@ def test_acc_bits_needed_is_tight() -> None:
                 assert worst <= (1 << (need - 1)) - 1 or worst == 0
                 assert need == 2 or worst > (1 << (need - 2)) - 1
             tensors[layer.name] = layer.output
+
+
+# --------------------------------------------------------------------------- the random IR generator
+
+
+def test_random_ir_sparse_has_exact_fan_in() -> None:
+    rng = np.random.default_rng(2)
+    for k in (1, 3, 5):
+        ir = random_ir(rng, kind="sparse", layers=3, fan_in=k, input_size=(6, 10), hidden_size=(6, 10))
+        for layer in ir.layers[:-1]:
+            s = layer.sites["main"]
+            assert (s.fan_in(layer.size) == min(k, int(np.count_nonzero(np.diff(s.indptr))))).all()
+
+
+def test_random_ir_covers_the_corners() -> None:
+    """Across seeds, mixed IRs exercise every feature the hardware must handle."""
+    rng = np.random.default_rng(0)
+    seen: dict[str, bool] = dict.fromkeys(
+        ["two_point", "multi_source", "multiplier", "shift_only", "negative_shift", "empty_fanout",
+         "signed_input", "unsigned_input", "bits2", "bits8", "relu", "identity"], False)
+    for _ in range(60):
+        ir = random_ir(rng, kind="mixed", layers=3)
+        for t in ir.inputs:
+            seen["signed_input" if t.signed else "unsigned_input"] = True
+        for layer in ir.layers:
+            seen["two_point"] |= layer.kind == "two_point"
+            for s in layer.sites.values():
+                seen["multi_source"] |= len(s.sources) > 1
+                seen["multiplier" if s.requant.multiplier != 1 else "shift_only"] = True
+                seen["negative_shift"] |= s.requant.shift < 0
+                seen["empty_fanout"] |= bool(np.any(np.diff(s.indptr) == 0))
+                seen["bits2"] |= s.weight_bits == 2 or s.bits == 2
+                seen["bits8"] |= s.weight_bits == 8 or s.bits == 8
+                seen[s.activation] = True
+    assert all(seen.values()), [k for k, v in seen.items() if not v]
+
+
+def test_random_inputs_range_and_zero_fraction() -> None:
+    rng = np.random.default_rng(1)
+    ir = random_ir(rng, kind="two_point", layers=2)
+    for zf in (0.0, 0.5, 0.9, 1.0):
+        inp = random_inputs(rng, ir, 400, zero_fraction=zf)
+        for t in ir.inputs:
+            a = inp[t.name]
+            assert a.shape == (400, t.size) and a.dtype == np.int64
+            assert a.min() >= t.range[0] and a.max() <= t.range[1]
+            frac = float(np.mean(a == 0))
+            assert frac >= zf - 0.05  # drawn zeros add to the forced ones
+            assert zf == 1.0 or frac <= zf + (1 - zf) / 2 + 0.05
+    with pytest.raises(ApicalError, match="zero_fraction"):
+        random_inputs(rng, ir, 1, zero_fraction=1.5)
+    with pytest.raises(ApicalError, match="kind"):
+        random_ir(rng, kind="conv")
