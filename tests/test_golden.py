@@ -92,6 +92,9 @@ def check_against_reference(ir: IR, inputs: dict[str, np.ndarray]) -> None:
     for layer in ir.layers:
         assert res.outputs[layer.name].dtype == np.int64
         assert res.outputs[layer.name].shape == (n, layer.size)
+    totals = res.total_counts()
+    for cn in COUNTERS:
+        assert totals[cn].tolist() == [sum(int(res.counts[la.name][cn][k]) for la in ir.layers) for k in range(n)]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
