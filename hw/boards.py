@@ -18,7 +18,15 @@ The wrappers take any component with the array's port names (the contract of
 """
 
 from amaranth.build import Attrs, Clock, DiffPairs, Pins, Resource, ResourceError, Subsignal
-from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Module, ResetSignal, Signal
+from amaranth.hdl import (
+    ClockDomain,
+    ClockSignal,
+    Elaboratable,
+    Module,
+    ResetInserter,
+    ResetSignal,
+    Signal,
+)
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.vendor import XilinxPlatform
@@ -49,7 +57,11 @@ class UartBridge(wiring.Component):
     """UART byte protocol <-> the array's AXI4-Stream ports (one class byte per inference).
 
     ``busy`` is high from the first byte of an input until its class byte is
-    queued; ``cls`` holds the last class index (for LEDs).
+    queued; ``cls`` holds the last class index (for LEDs). A request left
+    incomplete for ``timeout`` clock cycles (default: 2048 frame times, about
+    0.18 s at 115200 baud) is abandoned: the array is reset and the bridge
+    waits for a new request, so a host that lost a byte resynchronises by
+    pausing.
     """
 
     rx: In(1, init=1)
@@ -57,8 +69,20 @@ class UartBridge(wiring.Component):
     busy: Out(1)
     cls: Out(8)
 
-    def __init__(self, core: wiring.Component, *, elements: int, element_bytes: int, divisor: int) -> None:
+    def __init__(
+        self,
+        core: wiring.Component,
+        *,
+        elements: int,
+        element_bytes: int,
+        divisor: int,
+        timeout: int | None = None,
+    ) -> None:
         core_ports(core)
+        if timeout is None:
+            timeout = 2048 * 10 * divisor
+        if not isinstance(timeout, int) or timeout < 20 * divisor:
+            raise ValueError(f"timeout: must be an integer of at least two frame times ({20 * divisor}), got {timeout!r}")
         if not isinstance(elements, int) or elements < 1:
             raise ValueError(f"elements: must be a positive integer, got {elements!r}")
         if not isinstance(element_bytes, int) or not 1 <= element_bytes <= 4:
@@ -67,6 +91,7 @@ class UartBridge(wiring.Component):
         self._elements = elements
         self._element_bytes = element_bytes
         self._divisor = divisor
+        self._timeout = timeout
         self._uart_rx = UartRx(divisor=divisor)
         self._uart_tx = UartTx(divisor=divisor)
         super().__init__()
@@ -83,9 +108,15 @@ class UartBridge(wiring.Component):
     def divisor(self) -> int:
         return self._divisor
 
+    @property
+    def timeout(self) -> int:
+        return self._timeout
+
     def elaborate(self, platform: object) -> Module:
         m = Module()
-        m.submodules.core = core = self._core
+        core = self._core
+        abort = Signal()
+        m.submodules.core = ResetInserter(abort)(core)
         m.submodules.uart_rx = urx = self._uart_rx
         m.submodules.uart_tx = utx = self._uart_tx
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
@@ -115,6 +146,17 @@ class UartBridge(wiring.Component):
             m.d.sync += [have_word.eq(0), elem_idx.eq(elem_idx + 1)]
             with m.If(last):
                 m.d.sync += elem_idx.eq(0)
+
+        # Resynchronisation: a request idle mid-way for `timeout` cycles is dropped.
+        partial = (byte_idx != 0) | (elem_idx != 0) | have_word
+        idle = Signal(range(self._timeout + 1))
+        with m.If(~partial | urx.data.valid):
+            m.d.sync += idle.eq(0)
+        with m.Elif(idle == self._timeout):
+            m.d.comb += abort.eq(1)
+            m.d.sync += [idle.eq(0), byte_idx.eq(0), elem_idx.eq(0), have_word.eq(0), self.busy.eq(0)]
+        with m.Else():
+            m.d.sync += idle.eq(idle + 1)
 
         # Output side: drain every value beat, keep the class beat (tlast) for the UART.
         pending = Signal()

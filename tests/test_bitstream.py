@@ -52,16 +52,37 @@ def request_bytes(ir: IR, inputs: dict[str, np.ndarray], i: int, element_bytes: 
     return out
 
 
-def uart_roundtrip(ir: IR, pes: int, inputs: dict[str, np.ndarray], n: int, divisor: int = 4) -> list[int]:
-    """Send ``n`` requests bit by bit into a bridge around the real array, decode the replies."""
+def uart_roundtrip(
+    ir: IR, pes: int, inputs: dict[str, np.ndarray], n: int, divisor: int = 4, *, truncated: int = 0
+) -> list[int]:
+    """Send ``n`` requests bit by bit into a bridge around the real array, decode the replies.
+
+    ``truncated`` > 0: before each request, send only that many bytes of it and
+    pause past the bridge's timeout (a host that lost bytes).
+    """
     proto = uart_protocol(ir)
+    timeout = 40 * divisor
     bridge = UartBridge(
-        ApicalTop(ir, pes), elements=proto["elements"], element_bytes=proto["element_bytes"], divisor=divisor
+        ApicalTop(ir, pes),
+        elements=proto["elements"],
+        element_bytes=proto["element_bytes"],
+        divisor=divisor,
+        timeout=timeout,
     )
     replies: list[int] = []
 
+    async def send(ctx, data: list[int]) -> None:
+        for b in data:
+            for bit in uart_frame(b):
+                ctx.set(bridge.rx, bit)
+                await ctx.tick().repeat(divisor)
+
     async def host(ctx):
         for i in range(n):
+            if truncated:
+                await send(ctx, request_bytes(ir, inputs, (i + 1) % n, proto["element_bytes"])[:truncated])
+                await ctx.tick().repeat(timeout + 10)
+                assert ctx.get(bridge.tx) == 1 and ctx.get(bridge.busy) == 0, f"sample {i}: not resynchronised"
             for b in request_bytes(ir, inputs, i, proto["element_bytes"]):
                 for bit in uart_frame(b):
                     ctx.set(bridge.rx, bit)
@@ -102,6 +123,16 @@ def test_uart_bridge_class_matches_golden(seed: int, pes: int) -> None:
     assert len(set(expect)) > 1, "test data should exercise more than one class"
     for i, (got, exp) in enumerate(zip(replies, expect, strict=True)):
         assert got == exp, f"sample {i}: class byte {got}, golden {exp}"
+
+
+def test_uart_bridge_resynchronises_after_truncated_request() -> None:
+    rng = np.random.default_rng(2)
+    ir = random_ir(rng, kind="mixed", layers=2, input_size=(5, 8), hidden_size=(4, 6), bits=(2, 8))
+    n = 4
+    inputs = random_inputs(rng, ir, n, zero_fraction=0.2)
+    expect = [int(c) for c in run_golden(ir, inputs).classes]
+    replies = uart_roundtrip(ir, 1, inputs, n, truncated=3)
+    assert replies == expect
 
 
 def test_uart_protocol_counts_bytes() -> None:
