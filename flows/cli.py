@@ -201,7 +201,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         energy=dataclasses.replace(base.energy, baseline=False),
     )
     write_run_config(cfg, run_dir)
-    _console().print(f"imported {src} -> {run_dir / 'ir'} ({summary.get('layers', '?')} layers)")
+    _console().print(f"imported {src} -> {run_dir / 'ir'} ({len(summary.get('layers', []))} layers)")
     return 0
 
 
