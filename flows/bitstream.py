@@ -340,8 +340,12 @@ def _run_vivado(vivado: str, tree: Path, info: dict[str, Any]) -> dict[str, Any]
     bit = tree / f"{info['top']}.bit"
     if not bit.is_file():
         raise ApicalError(f"{bit}: Vivado finished without a bitstream")
+    repo = tree / "ip" / "ip_repo"
+    if not (repo / "component.xml").is_file():
+        raise ApicalError(f"{repo}: Vivado finished without the packaged IP (component.xml)")
     return {
         "status": "built",
+        "ip_repo": repo,
         "bitstream": bit,
         "bitstream_bytes": bit.stat().st_size,
         "build_wall_s": round(time.monotonic() - t0, 1),

@@ -231,6 +231,37 @@ def test_zcu104_tree(tmp_path: Path) -> None:
     assert on_disk == s
 
 
+FAKE_VIVADO = """#!/bin/sh
+# Stand-in for Vivado: logs its arguments and writes what the real one would.
+echo "$PWD $*" >> "$(dirname "$0")/calls.log"
+for a in "$@"; do last="$a"; done
+case "$last" in
+  package_ip.tcl) mkdir -p ip_repo && echo '<spirit:component/>' > ip_repo/component.xml ;;
+  *.tcl) printf 'bitstream' > "${last%.tcl}.bit" ;;
+esac
+"""
+
+
+@pytest.mark.slow
+def test_zcu104_runs_vivado_where_installed(tmp_path: Path) -> None:
+    ir = tiny_ir()
+    run = tmp_path / "run"
+    save_ir(ir, run / "ir")
+    fake = tmp_path / "bin" / "vivado"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_VIVADO)
+    fake.chmod(0o755)
+    s = bitstream_run(Config(hardware=HardwareConfig(pes=1)), run, board="zcu104", vivado=str(fake))
+    assert s["status"] == "built"
+    assert (run / s["bitstream"]).read_bytes() == b"bitstream"
+    assert s["bitstream_bytes"] == len(b"bitstream")
+    assert (run / s["ip_repo"] / "component.xml").is_file()
+    calls = (fake.parent / "calls.log").read_text().splitlines()
+    assert len(calls) == 2
+    assert calls[0].endswith("-mode batch -log apical_zcu104.log -source apical_zcu104.tcl")
+    assert calls[1].endswith("-mode batch -source package_ip.tcl") and calls[1].split()[0].endswith("/ip")
+
+
 @pytest.mark.slow
 def test_icebreaker_bitstream(tmp_path: Path) -> None:
     ir = tiny_ir()
