@@ -216,12 +216,12 @@ def brevitas_trace(model: ApicalNet, split: Split) -> tuple[dict[str, np.ndarray
     ins: dict[str, list[np.ndarray]] = {n: [] for n in model.input_names}
     outs: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for lo in range(0, len(split), TRACE_BATCH):
-        x = torch.from_numpy(np.asarray(split.x[lo : lo + TRACE_BATCH], dtype=np.float32))
+        x = torch.from_numpy(np.array(split.x[lo : lo + TRACE_BATCH], dtype=np.float32))
         ctx = None
         if "ctx" in model.input_names:
             if split.ctx is None:
                 raise ApicalError("export: the model needs the context input but the split has none")
-            ctx = torch.from_numpy(np.asarray(split.ctx[lo : lo + TRACE_BATCH], dtype=np.float32))
+            ctx = torch.from_numpy(np.array(split.ctx[lo : lo + TRACE_BATCH], dtype=np.float32))
         t = model.trace(x, ctx)
         for n in ins:
             ins[n].append(_ints(t[n]))
