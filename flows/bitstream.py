@@ -372,7 +372,11 @@ def bitstream_run(cfg: Config, run_dir: Path, *, board: str, vivado: str | None 
     run_dir = Path(run_dir)
     spec = _board(board)
     ir = load_ir(run_dir / "ir")
-    fit = board_fit(ir, cfg.hardware.pes, board)  # fails before any synthesis
+    from apical.hw.fit import check_fit
+
+    # Both checks fail before any synthesis: the array's datapath limits, then the board's.
+    check_fit(ir, cfg.hardware.pes, max_weight_depth=cfg.hardware.max_weight_depth)
+    fit = board_fit(ir, cfg.hardware.pes, board)
     tree = run_dir / "bitstream" / board
     if tree.exists():
         shutil.rmtree(tree)

@@ -212,7 +212,9 @@ def synth_run(cfg: Config, run_dir: Path, *, part: str | None = None, enforce: b
         from apical.hw.generate import generate_rtl
         from apical.sw.ir import load_ir
 
-        generate_rtl(load_ir(run_dir / "ir"), cfg.hardware.pes, run_dir / "rtl")
+        generate_rtl(
+            load_ir(run_dir / "ir"), cfg.hardware.pes, run_dir / "rtl", max_weight_depth=cfg.hardware.max_weight_depth
+        )
         if not verilog.is_file():
             raise ApicalError(f"{verilog}: generate_rtl did not write the top-level Verilog")
     summary = synthesize(verilog, top="apical_top", part=part, build_dir=run_dir / "synth", enforce=False)

@@ -69,8 +69,11 @@ def test_resource_counts_and_fit() -> None:
     assert util["dsp48e2"] > 100
 
 
-def _run_dir(tmp_path: Path, ir: IR, pes: int) -> Path:
+def _run_dir(tmp_path: Path, ir: IR, pes: int, *, write_rtl: bool = True) -> Path:
+    """A run directory with the IR and (unless the step is to generate it) the array's Verilog."""
     save_ir(ir, tmp_path / "ir")
+    if not write_rtl:
+        return tmp_path
     (tmp_path / "rtl").mkdir()
     text = verilog.convert(ApicalTop(ir, pes), name="apical_top", emit_src=False)
     (tmp_path / "rtl" / "apical_top.v").write_text(text)
@@ -82,8 +85,10 @@ def _run_dir(tmp_path: Path, ir: IR, pes: int) -> Path:
 def test_multipliers_land_in_dsps(tmp_path: Path, pes: int) -> None:
     rng = np.random.default_rng(4)
     ir = random_ir(rng, kind="dense", layers=2, input_size=(8, 8), hidden_size=(6, 6), bits=(4, 8))
-    run = _run_dir(tmp_path, ir, pes)
+    # P=2: synth_run generates rtl/apical_top.v itself; P=4: it reads the one given.
+    run = _run_dir(tmp_path, ir, pes, write_rtl=pes != 2)
     s = synth_run(Config(hardware=HardwareConfig(pes=pes)), run, part="xczu3eg")
+    assert (run / "rtl" / "apical_top.v").is_file()
     res = s["resources"]
     assert res["dsp48e2"] >= pes, f"P={pes} multipliers but {res['dsp48e2']} DSP48E2"
     assert s["fits"] is True and s["over_capacity"] == []
