@@ -42,9 +42,9 @@ def port_name(counter: str) -> str:
 class Mismatch:
     """One value where the RTL differs from the golden model.
 
-    ``kind`` is ``"output"`` (``index`` is the neuron of ``layer``), ``"class"``
-    or ``"counter"`` (``index`` names the counter, ``layer`` is the total over all
-    layers).
+    ``kind`` is ``"output"`` (``index`` is the neuron of ``layer``), ``"class"``,
+    ``"counter"`` (``index`` names the counter, ``layer`` is the total over all
+    layers) or ``"beats"`` (the result frame had the wrong length).
     """
 
     sample: int
@@ -59,6 +59,8 @@ class Mismatch:
             where = f"layer {self.layer} neuron {self.index}"
         elif self.kind == "class":
             where = f"class (argmax of layer {self.layer})"
+        elif self.kind == "beats":
+            where = f"result frame of layer {self.layer}: beats (values + class)"
         else:
             where = f"counter {self.index} ({self.layer})"
         return f"sample {self.sample}: {where}: expected {self.expected}, got {self.got}"
