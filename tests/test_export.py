@@ -17,6 +17,7 @@ from apical.sw.export import (
     brevitas_trace,
     export_ir,
     export_run,
+    export_summary,
     float_requant,
     po2_exponent,
 )
@@ -56,6 +57,9 @@ def test_brevitas_eval_forward_equals_golden_on_every_value(kind, model, quant) 
     validate_ir(ir)
     assert ir.meta["model_kind"] == kind and ir.meta["scaling"] == "po2"
     assert all(s.requant.multiplier == 1 for layer in ir.layers for s in layer.sites.values())
+    # Brevitas sums in float32: exact only while every worst-case accumulator fits 24 bits
+    summary = export_summary(ir)
+    assert all(site["float32_exact"] for layer in summary["layers"] for site in layer["sites"].values())
     inputs, outputs = brevitas_trace(net, ds.test)
     assert set(inputs) == {t.name for t in ir.inputs}
     gold = run_golden(ir, inputs)
