@@ -177,6 +177,7 @@ def test_echo_bug_is_caught_and_named(tmp_path: Path, echo_case) -> None:
     assert len(res.sample_ids) == 1
 
 
+@pytest.mark.slow
 def test_echo_verilator_bit_exact(tmp_path: Path, echo_case) -> None:
     ir, inputs = echo_case
     rtl = write_echo(tmp_path / "rtl", ir.output.size)
