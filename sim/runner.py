@@ -480,7 +480,7 @@ def sim_run(cfg: Config, run_dir: Path, *, simulator: str, samples: int, waves: 
     if not (rtl_dir / f"{TOPLEVEL}.v").is_file():
         from apical.hw.generate import generate_rtl  # hw only when the rtl step has not run
 
-        generate_rtl(ir, pes, rtl_dir)
+        generate_rtl(ir, pes, rtl_dir, max_weight_depth=cfg.hardware.max_weight_depth)
     _rtl_pes(run_dir, pes)
     golden = run_golden(ir, inputs)
     res = simulate(
