@@ -244,6 +244,8 @@ def simulate(
     """
     from cocotb_tools.runner import get_runner  # heavy import, only when simulating
 
+    if simulator not in SIMULATORS:
+        raise ApicalError(f"simulator: must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
     rtl_dir = Path(rtl_dir)
     n = _check_inputs(ir, inputs)
     if golden is None:
