@@ -1,0 +1,105 @@
+"""Finaliser of one PE lane: bias, requantisation of each site, modulation-table lookup.
+
+Pipeline of two registers: F0 adds the slot's bias (bias memory, per layer a
+region) to the accumulator sum it is given; F1 requantises each site with the
+layer's constant parameters (`Requantizer`) and, for two-point layers,
+addresses the modulation table at ``(r - r_min) * 2**c_bits + (c - c_min)``;
+F2 presents the raw output lane value (``act_bits`` two's complement).
+"""
+
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from apical.hw.layouts import bias_layout
+from apical.hw.requant import Requantizer
+from apical.hw.schedule import Schedule
+from apical.sw.ir import int_range
+
+__all__ = ["Finaliser", "finaliser_in_bits"]
+
+LATENCY = 2
+
+
+def finaliser_in_bits(schedule: Schedule) -> int:
+    """Width of the accumulator sums a finaliser takes (room for the adder tree over PEs)."""
+    return schedule.acc_bits + max(1, math.ceil(math.log2(schedule.pes))) + 1
+
+
+class Finaliser(wiring.Component):
+    def __init__(self, schedule: Schedule, index: int):
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"Finaliser: schedule must be a Schedule, got {type(schedule).__name__}")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < schedule.pes:
+            raise ValueError(f"Finaliser: index must be in [0, {schedule.pes}), got {index!r}")
+        self._s, self._index = schedule, index
+        in_bits = finaliser_in_bits(schedule)
+        super().__init__({
+            "valid": In(1),
+            "layer": In(range(len(schedule.layers))),
+            "k": In(range(max(lp.steps for lp in schedule.layers))),
+            "acc0": In(signed(in_bits)),
+            "acc1": In(signed(in_bits)),
+            "out_valid": Out(1),
+            "out_data": Out(unsigned(schedule.act_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        s = self._s
+        img = s.images[self._index]
+        in_bits = finaliser_in_bits(s)
+        blayout = bias_layout(s.acc_bits)
+        m.submodules.bias_mem = bias_mem = Memory(
+            shape=blayout, depth=max(1, s.bias_depth),
+            init=[{"b0": b0, "b1": b1} for b0, b1 in img.bias])
+        b_rd = bias_mem.read_port(domain="comb")
+        base = Signal(range(max(2, s.bias_depth)))
+        with m.Switch(self.layer):
+            for li, lp in enumerate(s.layers):
+                with m.Case(li):
+                    m.d.comb += base.eq(lp.bias_base)
+        m.d.comb += b_rd.addr.eq(base + self.k)
+
+        # F0 -> F1: biased sums.
+        sum0, sum1 = Signal(signed(in_bits + 1)), Signal(signed(in_bits + 1))
+        v1, l1 = Signal(), Signal(range(len(s.layers)))
+        m.d.sync += [sum0.eq(self.acc0 + b_rd.data.b0), sum1.eq(self.acc1 + b_rd.data.b1),
+                     v1.eq(self.valid), l1.eq(self.layer)]
+
+        # F1 -> F2: requantise with layer constants, address the table.
+        v2, two_point, d2 = Signal(), Signal(), Signal(unsigned(s.act_bits))
+        t_addr = Signal(range(max(2, len(s.table))))
+        for li, lp in enumerate(s.layers):
+            rqs = []
+            for sp in lp.sites:
+                rq = Requantizer(in_bits=in_bits + 1, shift=sp.shift, multiplier=sp.multiplier,
+                                 relu=sp.relu, bits=sp.bits, signed_out=sp.signed)
+                m.submodules[f"rq_{lp.name}_{sp.name}"] = rq
+                m.d.comb += rq.i.eq(sum1 if sp.bank else sum0)
+                rqs.append(rq)
+            with m.If(l1 == li):
+                if lp.kind == "two_point":
+                    r_sp, c_sp = lp.sites
+                    c_off = rqs[1].o - int_range(c_sp.bits, c_sp.signed)[0]
+                    r_off = rqs[0].o - int_range(r_sp.bits, r_sp.signed)[0]
+                    m.d.comb += t_addr.eq(lp.table_base + (r_off << c_sp.bits) + c_off)
+                    m.d.sync += two_point.eq(1)
+                else:
+                    m.d.sync += [d2.eq(rqs[0].o), two_point.eq(0)]
+        m.d.sync += v2.eq(v1)
+        if s.table:
+            m.submodules.table_mem = table_mem = Memory(shape=unsigned(s.act_bits), depth=len(s.table),
+                                                        init=list(s.table))
+            t_rd = table_mem.read_port()
+            m.d.comb += t_rd.addr.eq(t_addr)
+            m.d.comb += self.out_data.eq(Mux(two_point, t_rd.data, d2))
+        else:
+            m.d.comb += self.out_data.eq(d2)
+        m.d.comb += self.out_valid.eq(v2)
+        return m

@@ -1,0 +1,132 @@
+"""Processing element: event queue, fan-out walker, one multiply-accumulate per cycle.
+
+Events (index-memory address, activation value) arrive on a stream into a
+per-PE queue, so PEs are decoupled and balance over the whole layer. For each
+event the PE reads the input's fan-out range from its index memory and walks
+its weight memory, one synapse per cycle, back to back across events. The
+multiplier has registered inputs and output (maps to one DSP48E2). Two
+accumulator banks (main/r and c) are read-modify-written in one stage, so
+consecutive updates of one neuron need no forwarding. A valid bit per
+accumulator entry makes the first update of a layer overwrite instead of add;
+clearing a whole region (layer parity) is one cycle, so no clear pass is
+needed, also after reset. The finaliser reads accumulators through ``fin_*``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from apical.hw.layouts import event_layout, index_layout, weight_layout
+from apical.hw.schedule import Schedule
+
+__all__ = ["ProcessingElement"]
+
+
+class ProcessingElement(wiring.Component):
+    """PE ``index`` of ``schedule``; memory contents come from ``schedule.images[index]``."""
+
+    def __init__(self, schedule: Schedule, index: int, *, queue_depth: int = 16):
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"ProcessingElement: schedule must be a Schedule, got {type(schedule).__name__}")
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < schedule.pes:
+            raise ValueError(f"ProcessingElement: index must be in [0, {schedule.pes}), got {index!r}")
+        if isinstance(queue_depth, bool) or not isinstance(queue_depth, int) or queue_depth < 2:
+            raise ValueError(f"ProcessingElement: queue_depth must be an integer >= 2, got {queue_depth!r}")
+        self._s, self._index, self._qdepth = schedule, index, queue_depth
+        s = schedule
+        self.ev_layout = event_layout(s.index_depth, s.value_bits)
+        self.w_layout = weight_layout(s.acc_depth, s.weight_bits)
+        self.ix_layout = index_layout(s.weight_depth, s.max_fanout)
+        super().__init__({
+            "event": In(stream.Signature(self.ev_layout)),
+            "busy": Out(1),
+            "issue": Out(1),  # a weight read was issued this cycle
+            "read": Out(1),  # weight data arrived this cycle
+            "update": Out(1),  # an accumulator was written this cycle
+            "fin_addr": In(range(s.acc_depth)),
+            "fin_acc0": Out(signed(s.acc_bits)),
+            "fin_acc1": Out(signed(s.acc_bits)),
+            "clear": In(2),  # clear the valid bits of accumulator region 0 / 1
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        s, img = self._s, self._s.images[self._index]
+        m.submodules.queue = queue = fifo.SyncFIFO(width=self.ev_layout.size, depth=self._qdepth)
+        m.submodules.index_mem = index_mem = Memory(
+            shape=self.ix_layout, depth=s.index_depth,
+            init=[{"start": a, "count": n} for a, n in img.index])
+        w_init = [{"acc": a, "bank": b, "weight": w} for a, b, w in img.weights] or [{"acc": 0, "bank": 0, "weight": 0}]
+        m.submodules.weight_mem = weight_mem = Memory(shape=self.w_layout, depth=len(w_init), init=w_init)
+        m.submodules.acc0 = acc0 = Memory(shape=signed(s.acc_bits), depth=s.acc_depth, init=[])
+        m.submodules.acc1 = acc1 = Memory(shape=signed(s.acc_bits), depth=s.acc_depth, init=[])
+
+        m.d.comb += [
+            queue.w_en.eq(self.event.valid),
+            queue.w_data.eq(self.event.payload),
+            self.event.ready.eq(queue.w_rdy),
+        ]
+        head = self.ev_layout(queue.r_data)
+
+        # Walker: the next event's range is loaded while the last synapse of the current one issues.
+        ix_rd = index_mem.read_port(domain="comb")
+        ix = ix_rd.data
+        ptr = Signal(len(ix.start))
+        end = Signal(len(ix.start))
+        val = Signal(signed(s.value_bits))
+        active = Signal()
+        last = (ptr + 1) == end
+        take = ~active | last
+        m.d.comb += ix_rd.addr.eq(head.addr)
+        with m.If(take & queue.r_rdy):
+            m.d.comb += queue.r_en.eq(1)
+            m.d.sync += [ptr.eq(ix.start), end.eq(ix.start + ix.count), val.eq(head.value),
+                         active.eq(ix.count != 0)]
+        with m.Elif(take):
+            m.d.sync += active.eq(0)
+        with m.Else():
+            m.d.sync += ptr.eq(ptr + 1)
+
+        # MAC pipeline: S1 weight data, S2 registered multiplier inputs, S3 registered product.
+        w_rd = weight_mem.read_port()
+        m.d.comb += w_rd.addr.eq(ptr)
+        s1_valid, s1_val = Signal(), Signal(signed(s.value_bits))
+        m.d.sync += [s1_valid.eq(active), s1_val.eq(val)]
+        s2_valid, s2_acc, s2_bank = Signal(), Signal(len(w_rd.data.acc)), Signal()
+        s2_a, s2_b = Signal(signed(s.weight_bits)), Signal(signed(s.value_bits))
+        m.d.sync += [s2_valid.eq(s1_valid), s2_acc.eq(w_rd.data.acc), s2_bank.eq(w_rd.data.bank),
+                     s2_a.eq(w_rd.data.weight), s2_b.eq(s1_val)]
+        s3_valid, s3_acc, s3_bank = Signal(), Signal(len(s2_acc)), Signal()
+        s3_p = Signal(signed(s.weight_bits + s.value_bits))
+        m.d.sync += [s3_valid.eq(s2_valid), s3_acc.eq(s2_acc), s3_bank.eq(s2_bank), s3_p.eq(s2_a * s2_b)]
+
+        # S3: read-modify-write of the addressed accumulator bank (comb read, write at the edge).
+        depth = s.acc_depth
+        half_mask = (1 << s.acc_half) - 1
+        region_mask = [half_mask, half_mask << s.acc_half]
+        clear_mask = Signal(depth)
+        m.d.comb += clear_mask.eq(Mux(self.clear[0], region_mask[0], 0) | Mux(self.clear[1], region_mask[1], 0))
+        for bank, mem, fin_out in ((0, acc0, self.fin_acc0), (1, acc1, self.fin_acc1)):
+            valid = Signal(depth, name=f"valid{bank}")
+            rd = mem.read_port(domain="comb")
+            fin_rd = mem.read_port(domain="comb")
+            wr = mem.write_port()
+            hit = s3_valid & (s3_bank == bank)
+            old = Mux(valid.bit_select(s3_acc, 1), rd.data, 0)
+            m.d.comb += [rd.addr.eq(s3_acc), wr.addr.eq(s3_acc), wr.data.eq(old + s3_p), wr.en.eq(hit)]
+            setv = Signal(depth, name=f"set{bank}")
+            m.d.comb += setv.eq(Mux(hit, Const(1, unsigned(depth)) << s3_acc, 0))
+            m.d.sync += valid.eq((valid | setv) & ~clear_mask)
+            m.d.comb += [fin_rd.addr.eq(self.fin_addr),
+                         fin_out.eq(Mux(valid.bit_select(self.fin_addr, 1), fin_rd.data, 0))]
+
+        m.d.comb += [
+            self.busy.eq(queue.r_rdy | active | s1_valid | s2_valid | s3_valid),
+            self.issue.eq(active),
+            self.read.eq(s1_valid),
+            self.update.eq(s3_valid),
+        ]
+        return m

@@ -1,0 +1,114 @@
+"""Event scanner: reads ``lanes`` activations per cycle and emits the non-zero ones as events.
+
+Started on one scan segment (a source tensor of a site), it walks the
+tensor's activation words; a word with no non-zero activation costs one
+cycle, a word with ``n`` non-zeros ``n`` cycles (lowest lane first, by a
+priority pick). Each event goes only to the PEs whose bit is set in the
+event-mask memory (those holding synapses for that input), and waits until
+all of them can take it. ``limited``/``limit`` let the scan trail a
+finalisation that is still writing the tensor: word ``w`` is read only once
+``w < limit``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Const, Module, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from apical.hw.layouts import event_layout
+from apical.hw.schedule import Schedule
+
+__all__ = ["Scanner"]
+
+
+class Scanner(wiring.Component):
+    def __init__(self, schedule: Schedule):
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"Scanner: schedule must be a Schedule, got {type(schedule).__name__}")
+        s = self._s = schedule
+        self.ev_layout = event_layout(s.index_depth, s.value_bits)
+        max_words = max(t.words for t in s.tensors)
+        super().__init__({
+            "start": In(1),
+            "seg": In(range(len(s.segments))),
+            "limited": In(1),
+            "limit": In(range(max_words + 1)),
+            "act_addr": Out(range(s.act_words)),
+            "act_data": In(unsigned(s.lanes * s.act_bits)),
+            "events": Out(stream.Signature(self.ev_layout)).array(s.pes),
+            "done": Out(1),  # one-cycle pulse after the segment's last word
+            "event": Out(1),  # an event left this cycle (counter strobe)
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        s = self._s
+        lanes, a_bits = s.lanes, s.act_bits
+        m.submodules.mask_mem = mask_mem = Memory(shape=unsigned(s.pes), depth=s.index_depth, init=list(s.mask))
+        mask_rd = mask_mem.read_port(domain="comb")
+
+        active = Signal()
+        seg = Signal(range(len(s.segments)))
+        w = Signal(range(max(t.words for t in s.tensors) + 1))
+        done_lanes = Signal(lanes)
+
+        word_base = Signal(range(s.act_words))
+        n_words = Signal(len(w))
+        index_base = Signal(range(s.index_depth))
+        fmts = sorted({(s.tensors[g.tensor].bits, s.tensors[g.tensor].signed) for g in s.segments})
+        fmt = Signal(range(len(fmts)))
+        with m.Switch(seg):
+            for i, g in enumerate(s.segments):
+                t = s.tensors[g.tensor]
+                with m.Case(i):
+                    m.d.comb += [word_base.eq(t.word_base), n_words.eq(t.words), index_base.eq(g.index_base),
+                                 fmt.eq(fmts.index((t.bits, t.signed)))]
+        m.d.comb += self.act_addr.eq(word_base + w)
+
+        # Decode each lane by the tensor's (bits, signed) format.
+        values = [Signal(signed(s.value_bits), name=f"lane{i}") for i in range(lanes)]
+        nz = Signal(lanes)
+        with m.Switch(fmt):
+            for fi, (bits, sgn) in enumerate(fmts):
+                with m.Case(fi):
+                    for i in range(lanes):
+                        raw = self.act_data.word_select(i, a_bits)[:bits]
+                        m.d.comb += [values[i].eq(raw.as_signed() if sgn else raw), nz[i].eq(raw != 0)]
+
+        rem = Signal(lanes)
+        onehot = Signal(lanes)
+        lane = Signal(range(max(lanes, 2)))
+        m.d.comb += [rem.eq(nz & ~done_lanes), onehot.eq(rem & (~rem + 1))]
+        for i in reversed(range(lanes)):
+            with m.If(rem[i]):
+                m.d.comb += lane.eq(i)
+        avail = active & (~self.limited | (w < self.limit))
+        pos = Signal(range(max(t.words for t in s.tensors) * lanes + lanes))
+        m.d.comb += pos.eq(w * lanes + lane)
+        m.d.comb += mask_rd.addr.eq(index_base + pos)
+        emask = mask_rd.data
+        all_ready = Signal()
+        m.d.comb += all_ready.eq(Const(1))
+        for p in range(s.pes):
+            with m.If(emask[p] & ~self.events[p].ready):
+                m.d.comb += all_ready.eq(0)
+        fire = avail & (rem != 0) & all_ready
+        value = Array(values)[lane]
+        for p in range(s.pes):
+            ev = self.events[p]
+            m.d.comb += [ev.valid.eq(fire & emask[p]), ev.payload.addr.eq(index_base + pos),
+                         ev.payload.value.eq(value)]
+        advance = avail & ((rem == 0) | (fire & (rem == onehot)))
+        m.d.comb += self.event.eq(fire)
+        m.d.sync += self.done.eq(0)
+        with m.If(self.start):
+            m.d.sync += [active.eq(1), seg.eq(self.seg), w.eq(0), done_lanes.eq(0)]
+        with m.Elif(advance):
+            m.d.sync += [w.eq(w + 1), done_lanes.eq(0)]
+            with m.If(w + 1 == n_words):
+                m.d.sync += [active.eq(0), self.done.eq(1)]
+        with m.Elif(fire):
+            m.d.sync += done_lanes.eq(done_lanes | onehot)
+        return m

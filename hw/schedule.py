@@ -1,0 +1,353 @@
+"""Schedule compiler: an IR folded onto ``P`` processing elements.
+
+`compile_schedule` turns the IR into everything the hardware needs as
+constants: where each tensor lives in activation memory, which PE owns which
+synapses (per-PE weight, index and bias memory images), the scan segments the
+event controller walks, and one `LayerProgram` per layer. It is pure numpy;
+`apical.hw.top.ApicalTop` only reads the result.
+
+Partitioning, chosen per layer by estimated cycles:
+
+* ``neuron``: the layer's neurons are spread over the PEs (balanced by fan-in,
+  at most ``ceil(size / P)`` per PE); every event is offered to every PE that
+  holds synapses for it; finalisation handles ``P`` neurons per cycle. Output
+  position of PE ``p``'s ``k``-th neuron is ``k * P + p`` (the next layer's
+  fan-out tables are built in this stored order).
+* ``synapse``: the site inputs are spread over the PEs (balanced by fan-out);
+  each PE holds partial accumulators for every neuron, reduced by an adder
+  tree one neuron per cycle at finalisation. Good for small layers (logits).
+
+Accumulator addresses alternate between two regions (layer parity) so a
+layer's finalisation can overlap the next layer's accumulation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from apical.sw.errors import ApicalError
+from apical.sw.ir import IR, Layer
+
+__all__ = [
+    "LayerProgram",
+    "PEImage",
+    "Schedule",
+    "Segment",
+    "SiteProgram",
+    "TensorPlace",
+    "compile_schedule",
+]
+
+MODES = ("neuron", "synapse")
+
+
+@dataclass(frozen=True)
+class TensorPlace:
+    """Where a tensor lives in activation memory (``lanes`` activations per word)."""
+
+    name: str
+    size: int
+    bits: int
+    signed: bool
+    word_base: int
+    words: int
+    positions: tuple[int, ...]  # stored position of element e (word = pos // lanes)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One source tensor of one site, scanned for events."""
+
+    layer: int
+    site: str
+    tensor: int  # index into Schedule.tensors
+    in_offset: int  # offset of this source in the site's concatenated input
+    index_base: int  # index/mask memory address of stored position 0
+
+
+@dataclass(frozen=True)
+class SiteProgram:
+    name: str
+    bank: int  # accumulator bank: 0 for main/r, 1 for c
+    shift: int
+    multiplier: int
+    relu: bool
+    bits: int
+    signed: bool
+    acc_bits: int
+
+
+@dataclass(frozen=True)
+class LayerProgram:
+    name: str
+    kind: str
+    mode: str  # "neuron" | "synapse"
+    size: int
+    steps: int  # finalisation steps: slots per PE (neuron) or neurons (synapse)
+    region: int  # accumulator region (layer parity)
+    bias_base: int
+    out_tensor: int
+    out_bits: int
+    out_signed: bool
+    sites: tuple[SiteProgram, ...]
+    segments: tuple[int, ...]  # indices into Schedule.segments, in scan order
+    slots: tuple[int, ...]  # neuron mode: neurons held by each PE
+    table_base: int  # two_point: base address in the table memory
+    syn_per_pe: tuple[int, ...]
+    est_cycles: int
+    est_cycles_other: int  # the estimate of the mode not chosen (for reports)
+
+
+@dataclass(frozen=True, eq=False)
+class PEImage:
+    """Initial contents of one PE's memories."""
+
+    weights: tuple[tuple[int, int, int], ...]  # (acc address, bank, weight) in walk order
+    index: tuple[tuple[int, int], ...]  # (start, count) per index address
+    bias: tuple[tuple[int, int], ...]  # (bank 0 bias, bank 1 bias) per bias address
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    pes: int
+    lanes: int
+    act_bits: int  # width of one activation lane
+    value_bits: int  # signed width of an event value
+    weight_bits: int
+    acc_bits: int
+    tensors: tuple[TensorPlace, ...]
+    n_inputs: int
+    segments: tuple[Segment, ...]
+    layers: tuple[LayerProgram, ...]
+    images: tuple[PEImage, ...]
+    mask: tuple[int, ...]  # per index address: bit p set when PE p has synapses
+    table: tuple[int, ...]  # two-point tables, raw act_bits two's complement, concatenated
+    acc_half: int  # accumulator slots per region
+    weight_depth: int
+    index_depth: int
+    bias_depth: int
+    max_fanout: int
+
+    @property
+    def act_words(self) -> int:
+        return sum(t.words for t in self.tensors)
+
+    @property
+    def acc_depth(self) -> int:
+        return 2 * self.acc_half
+
+    @property
+    def synapses_per_pe(self) -> tuple[int, ...]:
+        return tuple(len(im.weights) for im in self.images)
+
+    def stats(self) -> dict:
+        """Numbers for reports (rtl.json)."""
+        return {
+            "pes": self.pes,
+            "lanes": self.lanes,
+            "act_bits": self.act_bits,
+            "value_bits": self.value_bits,
+            "weight_bits": self.weight_bits,
+            "acc_bits": self.acc_bits,
+            "synapses_per_pe": list(self.synapses_per_pe),
+            "memories": {
+                "activation": {"depth": self.act_words, "width": self.lanes * self.act_bits},
+                "weight_per_pe": {"depth": self.weight_depth, "width": _entry_bits(self)},
+                "index_per_pe": {"depth": self.index_depth, "width": 2 * _bits_for(self.weight_depth) + 1},
+                "bias_per_pe": {"depth": self.bias_depth, "width": 2 * self.acc_bits},
+                "accumulator_per_pe": {"depth": self.acc_depth, "width": self.acc_bits, "banks": 2},
+                "event_mask": {"depth": self.index_depth, "width": self.pes},
+                "table_per_pe": {"depth": len(self.table), "width": self.act_bits},
+            },
+            "layers": [
+                {
+                    "name": lp.name,
+                    "kind": lp.kind,
+                    "mode": lp.mode,
+                    "size": lp.size,
+                    "finalise_steps": lp.steps,
+                    "synapses_per_pe": list(lp.syn_per_pe),
+                    "max_synapses_per_pe": max(lp.syn_per_pe),
+                    "est_cycles_full_activity": lp.est_cycles,
+                    "est_cycles_other_mode": lp.est_cycles_other,
+                }
+                for lp in self.layers
+            ],
+        }
+
+
+def _bits_for(n: int) -> int:
+    """Unsigned width holding 0..n."""
+    return max(1, int(n).bit_length())
+
+
+def _entry_bits(s: Schedule) -> int:
+    return _bits_for(max(s.acc_depth - 1, 1)) + 1 + s.weight_bits
+
+
+def _lpt(loads: np.ndarray, bins: int, capacity: int) -> np.ndarray:
+    """Longest-processing-time assignment of items to ``bins`` (at most ``capacity`` each).
+
+    Deterministic: ties broken by item index and bin index, so the same IR
+    always gives the same schedule (and byte-identical Verilog).
+    """
+    order = sorted(range(len(loads)), key=lambda i: (-int(loads[i]), i))
+    total = [0] * bins
+    count = [0] * bins
+    owner = np.zeros(len(loads), dtype=np.int64)
+    for i in order:
+        best = min((b for b in range(bins) if count[b] < capacity), key=lambda b: (total[b], count[b], b))
+        owner[i] = best
+        total[best] += int(loads[i])
+        count[best] += 1
+    return owner
+
+
+def _plan_layer(layer: Layer, pes: int) -> tuple[str, dict]:
+    """Choose the partitioning of one layer by estimated cycles at full activity."""
+    fan_in = sum(layer.sites[k].fan_in(layer.size) for k in layer.site_order)
+    cap = math.ceil(layer.size / pes)
+    owner = _lpt(fan_in, pes, cap)
+    n_load = np.bincount(owner, weights=fan_in, minlength=pes).astype(np.int64)
+    neuron_cycles = int(n_load.max()) + cap
+    in_owner = {}
+    s_load = np.zeros(pes, dtype=np.int64)
+    for k in layer.site_order:
+        fo = np.diff(layer.sites[k].indptr)
+        in_owner[k] = _lpt(fo, pes, max(1, len(fo)))
+        s_load += np.bincount(in_owner[k], weights=fo, minlength=pes).astype(np.int64)
+    synapse_cycles = int(s_load.max()) + layer.size
+    plan = {"neuron_owner": owner, "input_owner": in_owner, "cap": cap,
+            "neuron": (neuron_cycles, n_load), "synapse": (synapse_cycles, s_load)}
+    mode = "synapse" if synapse_cycles < neuron_cycles and pes > 1 else "neuron"
+    return mode, plan
+
+
+def compile_schedule(ir: IR, pes: int) -> Schedule:
+    """Fold ``ir`` onto ``pes`` processing elements; see the module docstring."""
+    if isinstance(pes, bool) or not isinstance(pes, int):
+        raise ApicalError(f"schedule: pes must be an integer, got {pes!r}")
+    if pes < 1:
+        raise ApicalError(f"schedule: pes must be >= 1, got {pes}")
+    lanes = pes
+    specs = list(ir.inputs) + [layer.output for layer in ir.layers]
+    act_bits = max(t.bits for t in specs)
+    value_bits = act_bits + 1
+    weight_bits = max(s.weight_bits for layer in ir.layers for s in layer.sites.values())
+    acc_bits = max(s.acc_bits for layer in ir.layers for s in layer.sites.values())
+    tensor_id = {t.name: i for i, t in enumerate(specs)}
+
+    plans = [_plan_layer(layer, pes) for layer in ir.layers]
+
+    # Stored positions: inputs and synapse-mode layers in element order,
+    # neuron-mode layers in (slot, PE) order so finalisation writes whole words.
+    positions: list[list[int]] = [list(range(t.size)) for t in ir.inputs]
+    slots_of: list[tuple[np.ndarray, np.ndarray, tuple[int, ...], int]] = []
+    for layer, (mode, plan) in zip(ir.layers, plans, strict=True):
+        if mode == "neuron":
+            owner = plan["neuron_owner"]
+            slot = np.zeros(layer.size, dtype=np.int64)
+            counts = [0] * pes
+            for n in range(layer.size):
+                slot[n] = counts[owner[n]]
+                counts[owner[n]] += 1
+            positions.append([int(slot[n] * lanes + owner[n]) for n in range(layer.size)])
+            slots_of.append((owner, slot, tuple(counts), plan["cap"]))
+        else:
+            positions.append(list(range(layer.size)))
+            slots_of.append((np.zeros(0), np.arange(layer.size), (), layer.size))
+    tensors = []
+    base = 0
+    for t, pos in zip(specs, positions, strict=True):
+        words = max(1, math.ceil((max(pos) + 1) / lanes))
+        tensors.append(TensorPlace(t.name, t.size, t.bits, t.signed, base, words, tuple(pos)))
+        base += words
+
+    acc_half = max(steps for (_, _, _, steps) in slots_of)
+    weights: list[list[tuple[int, int, int]]] = [[] for _ in range(pes)]
+    index: list[list[tuple[int, int]]] = [[] for _ in range(pes)]
+    bias: list[list[tuple[int, int]]] = [[] for _ in range(pes)]
+    mask: list[int] = []
+    segments: list[Segment] = []
+    programs: list[LayerProgram] = []
+    table: list[int] = []
+    max_fanout = 1
+    for li, (layer, (mode, plan)) in enumerate(zip(ir.layers, plans, strict=True)):
+        owner, slot, counts, steps = slots_of[li]
+        region = li % 2
+        syn_before = [len(w) for w in weights]
+        seg_ids = []
+        site_progs = []
+        for key in layer.site_order:
+            site = layer.sites[key]
+            bank = 1 if key == "c" else 0
+            site_progs.append(
+                SiteProgram(key, bank, site.requant.shift, site.requant.multiplier,
+                            site.activation == "relu", site.bits, site.signed, site.acc_bits)
+            )
+            offset = 0
+            for src in site.sources:
+                tid = tensor_id[src]
+                tp = tensors[tid]
+                seg_ids.append(len(segments))
+                segments.append(Segment(li, key, tid, offset, len(mask)))
+                elem_at = {p: e for e, p in enumerate(tp.positions)}
+                for pos in range(tp.words * lanes):
+                    starts = [len(w) for w in weights]
+                    e = elem_at.get(pos)
+                    if e is not None:
+                        i = offset + e
+                        lo, hi = int(site.indptr[i]), int(site.indptr[i + 1])
+                        for j in range(lo, hi):
+                            tgt = int(site.indices[j])
+                            if mode == "neuron":
+                                p, addr = int(owner[tgt]), int(slot[tgt])
+                            else:
+                                p, addr = int(plan["input_owner"][key][i]), tgt
+                            weights[p].append((region * acc_half + addr, bank, int(site.data[j])))
+                    m = 0
+                    for p in range(pes):
+                        n = len(weights[p]) - starts[p]
+                        index[p].append((starts[p], n))
+                        max_fanout = max(max_fanout, n)
+                        if n:
+                            m |= 1 << p
+                    mask.append(m)
+                offset += tp.size
+        bias_base = len(bias[0])
+        at_slot = {(int(owner[n]), int(slot[n])): n for n in range(layer.size)} if mode == "neuron" else {}
+        for k in range(steps):
+            for p in range(pes):
+                n = at_slot.get((p, k)) if mode == "neuron" else k
+                vals = [0, 0]
+                if n is not None:
+                    for key in layer.site_order:
+                        vals[1 if key == "c" else 0] = int(layer.sites[key].bias[n])
+                bias[p].append((vals[0], vals[1]))
+        table_base = len(table)
+        if layer.kind == "two_point":
+            assert layer.table is not None
+            mask_a = (1 << act_bits) - 1
+            table.extend(int(v) & mask_a for v in layer.table.reshape(-1))
+        syn = tuple(len(w) - b for w, b in zip(weights, syn_before, strict=True))
+        other = "synapse" if mode == "neuron" else "neuron"
+        programs.append(
+            LayerProgram(
+                name=layer.name, kind=layer.kind, mode=mode, size=layer.size, steps=steps,
+                region=region, bias_base=bias_base, out_tensor=len(ir.inputs) + li,
+                out_bits=layer.out_bits, out_signed=layer.out_signed, sites=tuple(site_progs),
+                segments=tuple(seg_ids), slots=counts, table_base=table_base, syn_per_pe=syn,
+                est_cycles=plan[mode][0], est_cycles_other=plan[other][0],
+            )
+        )
+    images = tuple(PEImage(tuple(w), tuple(ix), tuple(b)) for w, ix, b in zip(weights, index, bias, strict=True))
+    return Schedule(
+        pes=pes, lanes=lanes, act_bits=act_bits, value_bits=value_bits, weight_bits=weight_bits,
+        acc_bits=acc_bits, tensors=tuple(tensors), n_inputs=len(ir.inputs), segments=tuple(segments),
+        layers=tuple(programs), images=images, mask=tuple(mask), table=tuple(table), acc_half=acc_half,
+        weight_depth=max(1, max(len(w) for w in weights)), index_depth=len(mask),
+        bias_depth=len(bias[0]), max_fanout=max_fanout,
+    )
