@@ -256,7 +256,7 @@ class ApicalTop(wiring.Component):
         with m.Switch(in_t):
             for ti in range(n_in):
                 with m.Case(ti):
-                    m.d.comb += next_base.eq(s.tensors[min(ti + 1, n_in - 1)].word_base)
+                    m.d.comb += next_base.eq(s.tensors[(ti + 1) % n_in].word_base)
 
         last = s.layers[-1]
         last_t = s.tensors[last.out_tensor]
