@@ -56,13 +56,13 @@ def _fmt(v: Any) -> str:
 def _headline(step: str, s: dict[str, Any]) -> str:
     """One line of the step's most telling figures."""
     keys = {
-        "train": ("test_acc", "val_acc", "epochs"),
+        "train": ("test_acc", "test_acc_no_context", "val_acc", "epochs_run"),
         "export": ("layers", "synapses"),
         "verify": ("bit_exact", "argmax_agreement"),
         "rtl": ("pes",),
-        "sim": ("bit_exact", "counters_match", "utilization"),
-        "energy": ("energy_per_synapse_pj",),
-        "synth": ("fits",),
+        "sim": ("bit_exact", "counters_match", "utilization", "mismatches"),
+        "energy": ("per_synapse_pJ", "per_inference_uJ", "rtl_matches_golden"),
+        "synth": ("fits", "part"),
         "bitstream": ("status",),
         "report": ("html",),
     }.get(step, ())
