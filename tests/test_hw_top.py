@@ -16,7 +16,7 @@ from amaranth.sim import Simulator
 from apical.hw.top import ApicalTop
 from apical.sw.counts import COUNTERS
 from apical.sw.golden import run_golden
-from apical.sw.ir import IR
+from apical.sw.ir import IR, Requant, validate_ir
 from apical.sw.ir_random import random_inputs, random_ir
 
 
@@ -125,3 +125,35 @@ def test_top_matches_golden(kind: str, pes: int) -> None:
     ir = random_ir(rng, kind=kind, layers=3 if kind == "mixed" else 2)
     inputs = random_inputs(rng, ir, 3)
     check(ir, pes, inputs, seed=seed)
+
+
+@pytest.mark.parametrize(("pes", "where"), [(2, "input"), (4, "compute")])
+def test_reset_mid_stream_recovers(pes: int, where: str) -> None:
+    rng = np.random.default_rng(50 + pes)
+    ir = random_ir(rng, kind="mixed", layers=2)
+    inputs = random_inputs(rng, ir, 2)
+    n_beats = sum(t.size for t in ir.inputs)
+    # "input": reset after part of the first stream; "compute": after all of it, while layers run.
+    reset_after = max(1, n_beats // 2) if where == "input" else n_beats
+    check(ir, pes, inputs, seed=pes, reset_after=reset_after)
+
+
+def test_argmax_takes_first_index_on_ties() -> None:
+    rng = np.random.default_rng(61)
+    ir = random_ir(rng, kind="dense", layers=2, hidden_size=(6, 6))
+    last = ir.layers[-1]
+    site = last.sites["main"]
+    big = 1 << (site.acc_bits - 2)
+    # Neurons 2 and 4 saturate at the top of the range, the others at the bottom: a tie at 2.
+    bias = np.full(last.size, -big, dtype=np.int64)
+    bias[[2, 4]] = big
+    acc_bits = site.acc_bits + 1
+    from apical.sw.ir import replace_site
+    last = replace_site(last, "main", bias=bias, acc_bits=acc_bits, requant=Requant(0, 1))
+    ir = IR(ir.inputs, (ir.layers[0], last), ir.meta)
+    validate_ir(ir)
+    inputs = random_inputs(rng, ir, 2)
+    g = run_golden(ir, inputs)
+    assert (g.outputs[last.name][:, 2] == g.outputs[last.name][:, 4]).all()
+    assert (g.classes == 2).all()
+    check(ir, 2, inputs)
