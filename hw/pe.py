@@ -43,6 +43,7 @@ class ProcessingElement(wiring.Component):
         super().__init__({
             "event": In(stream.Signature(self.ev_layout)),
             "busy": Out(1),
+            "level": Out(range(queue_depth + 1)),  # events waiting in the queue
             "issue": Out(1),  # a weight read was issued this cycle
             "read": Out(1),  # weight data arrived this cycle
             "update": Out(1),  # an accumulator was written this cycle
@@ -125,6 +126,7 @@ class ProcessingElement(wiring.Component):
 
         m.d.comb += [
             self.busy.eq(queue.r_rdy | active | s1_valid | s2_valid | s3_valid),
+            self.level.eq(queue.level),
             self.issue.eq(active),
             self.read.eq(s1_valid),
             self.update.eq(s3_valid),

@@ -12,7 +12,7 @@ finalisation that is still writing the tensor: word ``w`` is read only once
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Signal, signed, unsigned
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -24,9 +24,11 @@ __all__ = ["Scanner"]
 
 
 class Scanner(wiring.Component):
-    def __init__(self, schedule: Schedule):
+    def __init__(self, schedule: Schedule, *, queue_depth: int = 16):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"Scanner: schedule must be a Schedule, got {type(schedule).__name__}")
+        if isinstance(queue_depth, bool) or not isinstance(queue_depth, int) or queue_depth < 2:
+            raise ValueError(f"Scanner: queue_depth must be an integer >= 2, got {queue_depth!r}")
         s = self._s = schedule
         self.ev_layout = event_layout(s.index_depth, s.value_bits)
         max_words = max(t.words for t in s.tensors)
@@ -38,6 +40,7 @@ class Scanner(wiring.Component):
             "act_addr": Out(range(s.act_words)),
             "act_data": In(unsigned(s.lanes * s.act_bits)),
             "events": Out(stream.Signature(self.ev_layout)).array(s.pes),
+            "levels": In(range(queue_depth + 1)).array(s.pes),  # PE queue fill, for anycast
             "done": Out(1),  # one-cycle pulse after the segment's last word
             "event": Out(1),  # an event left this cycle (counter strobe)
         })
@@ -59,12 +62,13 @@ class Scanner(wiring.Component):
         index_base = Signal(range(s.index_depth))
         fmts = sorted({(s.tensors[g.tensor].bits, s.tensors[g.tensor].signed) for g in s.segments})
         fmt = Signal(range(len(fmts)))
+        anycast = Signal()
         with m.Switch(seg):
             for i, g in enumerate(s.segments):
                 t = s.tensors[g.tensor]
                 with m.Case(i):
                     m.d.comb += [word_base.eq(t.word_base), n_words.eq(t.words), index_base.eq(g.index_base),
-                                 fmt.eq(fmts.index((t.bits, t.signed)))]
+                                 fmt.eq(fmts.index((t.bits, t.signed))), anycast.eq(g.anycast)]
         m.d.comb += self.act_addr.eq(word_base + w)
 
         # Decode each lane by the tensor's (bits, signed) format.
@@ -88,7 +92,25 @@ class Scanner(wiring.Component):
         pos = Signal(range(max(t.words for t in s.tensors) * lanes + lanes))
         m.d.comb += pos.eq(w * lanes + lane)
         m.d.comb += mask_rd.addr.eq(index_base + pos)
-        emask = mask_rd.data
+        # Anycast: of the PEs holding the input, pick the one with the emptiest queue.
+        pick = Signal(s.pes)
+        best_level = Signal(len(self.levels[0]))
+        found = Signal()
+        chain = []
+        for p in range(s.pes):
+            lvl_p, pick_p, found_p = (Signal(len(self.levels[0]), name=f"best_l{p}"),
+                                      Signal(range(s.pes), name=f"best_p{p}"), Signal(name=f"found{p}"))
+            prev = chain[-1] if chain else None
+            better = mask_rd.data[p] & ((~prev[2] if prev else 1) | (self.levels[p] < prev[0] if prev else 1))
+            if prev is None:
+                m.d.comb += [lvl_p.eq(self.levels[p]), pick_p.eq(p), found_p.eq(mask_rd.data[p])]
+            else:
+                m.d.comb += [lvl_p.eq(Mux(better, self.levels[p], prev[0])),
+                             pick_p.eq(Mux(better, p, prev[1])), found_p.eq(prev[2] | mask_rd.data[p])]
+            chain.append((lvl_p, pick_p, found_p))
+        m.d.comb += [pick.eq(Mux(chain[-1][2], 1 << chain[-1][1], 0)), best_level.eq(chain[-1][0]), found.eq(chain[-1][2])]
+        emask = Signal(s.pes)
+        m.d.comb += emask.eq(Mux(anycast, pick, mask_rd.data))
         all_ready = Signal()
         m.d.comb += all_ready.eq(Const(1))
         for p in range(s.pes):

@@ -16,6 +16,8 @@ Partitioning, chosen per layer by estimated cycles:
 * ``synapse``: the site inputs are spread over the PEs (balanced by fan-out);
   each PE holds partial accumulators for every neuron, reduced by an adder
   tree one neuron per cycle at finalisation. Good for small layers (logits).
+  Within a weight budget each input's fan-out is held by 2, 4, ... PEs and
+  its events go to the least-loaded of them (``Segment.anycast``).
 
 Accumulator addresses alternate between two regions (layer parity) so a
 layer's finalisation can overlap the next layer's accumulation.
@@ -66,6 +68,7 @@ class Segment:
     tensor: int  # index into Schedule.tensors
     in_offset: int  # offset of this source in the site's concatenated input
     index_base: int  # index/mask memory address of stored position 0
+    anycast: bool = False  # each event goes to one of its PEs (replicated fan-out), not to all
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class LayerProgram:
     syn_per_pe: tuple[int, ...]
     est_cycles: int
     est_cycles_other: int  # the estimate of the mode not chosen (for reports)
+    replicas: int = 1  # synapse mode: PEs holding each input's fan-out
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,6 +174,7 @@ class Schedule:
                     "size": lp.size,
                     "finalise_steps": lp.steps,
                     "synapses_per_pe": list(lp.syn_per_pe),
+                    "replicas": lp.replicas,
                     "max_synapses_per_pe": max(lp.syn_per_pe),
                     "est_cycles_full_activity": lp.est_cycles,
                     "est_cycles_other_mode": lp.est_cycles_other,
@@ -226,8 +231,13 @@ def _plan_layer(layer: Layer, pes: int) -> tuple[str, dict]:
     return mode, plan
 
 
-def compile_schedule(ir: IR, pes: int) -> Schedule:
-    """Fold ``ir`` onto ``pes`` processing elements; see the module docstring."""
+def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192) -> Schedule:
+    """Fold ``ir`` onto ``pes`` processing elements; see the module docstring.
+
+    ``replicate_budget``: extra weight entries (over all PEs) a synapse-partitioned
+    layer may spend on holding each input's fan-out on 2, 4, ... PEs, so events
+    can go to the least-loaded one (activity-dependent load balance).
+    """
     if isinstance(pes, bool) or not isinstance(pes, int):
         raise ApicalError(f"schedule: pes must be an integer, got {pes!r}")
     if pes < 1:
@@ -278,6 +288,11 @@ def compile_schedule(ir: IR, pes: int) -> Schedule:
     for li, (layer, (mode, plan)) in enumerate(zip(ir.layers, plans, strict=True)):
         owner, slot, counts, steps = slots_of[li]
         region = li % 2
+        replicas = 1
+        if mode == "synapse":
+            nnz = sum(layer.sites[k].nnz for k in layer.site_order)
+            while replicas * 2 <= pes and pes % (replicas * 2) == 0 and nnz * (replicas * 2 - 1) <= replicate_budget:
+                replicas *= 2
         syn_before = [len(w) for w in weights]
         seg_ids = []
         site_progs = []
@@ -293,7 +308,7 @@ def compile_schedule(ir: IR, pes: int) -> Schedule:
                 tid = tensor_id[src]
                 tp = tensors[tid]
                 seg_ids.append(len(segments))
-                segments.append(Segment(li, key, tid, offset, len(mask)))
+                segments.append(Segment(li, key, tid, offset, len(mask), replicas > 1))
                 elem_at = {p: e for e, p in enumerate(tp.positions)}
                 for pos in range(tp.words * lanes):
                     starts = [len(w) for w in weights]
@@ -301,13 +316,25 @@ def compile_schedule(ir: IR, pes: int) -> Schedule:
                     if e is not None:
                         i = offset + e
                         lo, hi = int(site.indptr[i]), int(site.indptr[i + 1])
-                        for j in range(lo, hi):
-                            tgt = int(site.indices[j])
-                            if mode == "neuron":
-                                p, addr = int(owner[tgt]), int(slot[tgt])
-                            else:
-                                p, addr = int(plan["input_owner"][key][i]), tgt
-                            weights[p].append((region * acc_half + addr, bank, int(site.data[j])))
+                        if mode == "neuron":
+                            for j in range(lo, hi):
+                                tgt = int(site.indices[j])
+                                weights[int(owner[tgt])].append(
+                                    (region * acc_half + int(slot[tgt]), bank, int(site.data[j])))
+                        else:
+                            # The whole fan-out on each of the input's `replicas` PEs; the
+                            # scanner sends each event to the least-loaded of them.
+                            p0 = int(plan["input_owner"][key][i])
+                            for r in range(replicas):
+                                if replicas == 2:
+                                    # A second choice that differs per input links all PEs into
+                                    # one balancing pool (fixed pairs would balance pairwise only).
+                                    p = (p0 + r * (1 + i % (pes - 1))) % pes
+                                else:
+                                    p = (p0 + r * (pes // replicas)) % pes
+                                for j in range(lo, hi):
+                                    weights[p].append(
+                                        (region * acc_half + int(site.indices[j]), bank, int(site.data[j])))
                     m = 0
                     for p in range(pes):
                         n = len(weights[p]) - starts[p]
@@ -340,7 +367,7 @@ def compile_schedule(ir: IR, pes: int) -> Schedule:
                 region=region, bias_base=bias_base, out_tensor=len(ir.inputs) + li,
                 out_bits=layer.out_bits, out_signed=layer.out_signed, sites=tuple(site_progs),
                 segments=tuple(seg_ids), slots=counts, table_base=table_base, syn_per_pe=syn,
-                est_cycles=plan[mode][0], est_cycles_other=plan[other][0],
+                est_cycles=plan[mode][0], est_cycles_other=plan[other][0], replicas=replicas,
             )
         )
     images = tuple(PEImage(tuple(w), tuple(ix), tuple(b)) for w, ix, b in zip(weights, index, bias, strict=True))

@@ -96,7 +96,7 @@ class ApicalTop(wiring.Component):
 
         m.submodules.act_mem = act_mem = Memory(shape=unsigned(P * A), depth=s.act_words, init=[])
         act_wr = act_mem.write_port(granularity=A)
-        m.submodules.scanner = scanner = Scanner(s)
+        m.submodules.scanner = scanner = Scanner(s, queue_depth=self._qdepth)
         scan_rd = act_mem.read_port(domain="comb")
         out_rd = act_mem.read_port(domain="comb")
         m.d.comb += scan_rd.addr.eq(scanner.act_addr)
@@ -108,6 +108,7 @@ class ApicalTop(wiring.Component):
             m.submodules[f"pe{p}"] = pe
             m.submodules[f"fin{p}"] = fin
             wiring.connect(m, scanner.events[p], pe.event)
+            m.d.comb += scanner.levels[p].eq(pe.level)
             pes.append(pe)
             fins.append(fin)
         any_busy = Signal()
