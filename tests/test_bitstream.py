@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from amaranth.back import rtlil
 from amaranth.sim import Simulator
 
 from apical.flows.bitstream import (
@@ -150,6 +151,12 @@ def test_axi_ip_wrapper_keeps_ports() -> None:
     names = set(ip.signature.members.keys())
     assert {"aclk", "aresetn"} <= names
     assert set(core.signature.members.keys()) <= names
+    # Elaborated, the module's ports are exactly those names: no clk/rst leak out.
+    text = rtlil.convert(ip, name="apical_axis")
+    top = text[text.index("module \\apical_axis"):]
+    top = top[: top.index("\nend\n")]
+    ports = set(re.findall(r"wire width \d+ (?:input|output) \d+\s+\\(\w+)", top))
+    assert ports == names
 
 
 def test_too_large_fails_early_with_numbers(tmp_path: Path) -> None:

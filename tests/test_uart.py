@@ -185,6 +185,7 @@ def test_loopback() -> None:
     assert got == data
 
 
+@pytest.mark.filterwarnings("ignore:.*created but never used")
 def test_divisor_validated() -> None:
     with pytest.raises(ValueError, match="divisor"):
         UartTx(divisor=2)
