@@ -111,9 +111,10 @@ def uart_roundtrip(
     return replies
 
 
-@pytest.mark.parametrize("seed,pes", [(2, 1), (2, 2), (3, 1)])
+@pytest.mark.parametrize("seed,pes", [(1, 2), (2, 1), (27, 4)])
 def test_uart_bridge_class_matches_golden(seed: int, pes: int) -> None:
-    """Random nets (seeds whose classes vary) behind the UART: every reply equals the golden class."""
+    """Random nets behind the UART (seed 1: two-point layer with the context input; 2: one input;
+    27: two inputs), seeds whose classes vary: every reply equals the golden class."""
     rng = np.random.default_rng(seed)
     ir = random_ir(rng, kind="mixed", layers=2, input_size=(5, 8), hidden_size=(4, 6), bits=(2, 8))
     n = 8
