@@ -208,6 +208,39 @@ def _pins(text: str, pattern: str) -> dict[str, str]:
     return dict(re.findall(pattern, text))
 
 
+PIN_PATTERNS = {
+    # board: (generated file, pattern in ours, pattern in the generated one)
+    "icebreaker": ("apical_icebreaker.pcf", r"set_io (\S+) (\S+)", r"set_io (\S+) (\S+)"),
+    "ulx3s": ("apical_ulx3s.lpf", r'LOCATE COMP "(\w+)" SITE "(\w+)"', r'LOCATE COMP "(\w+)" SITE "(\w+)"'),
+    "zcu104": (
+        "apical_zcu104.xdc",
+        r"PACKAGE_PIN (\w+) IOSTANDARD \w+\} \[get_ports (\w+)\]",
+        r'set_property LOC (\w+) \[get_ports "(\w+)"\]',
+    ),
+}
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_reference_constraints_match_platform(board: str) -> None:
+    """Our shipped pin files place the board design's ports where the Amaranth platform does."""
+    from apical.hw.boards import BoardTop
+
+    ir = tiny_ir()
+    spec = BOARDS[board]
+    platform = spec.platform()
+    proto = uart_protocol(ir)
+    bridge = UartBridge(ApicalTop(ir, 1), elements=proto["elements"], element_bytes=1, divisor=16)
+    plan = platform.prepare(BoardTop(bridge), name=f"apical_{board}")
+    gen_name, ours_re, gen_re = PIN_PATTERNS[board]
+    gen = _pins(plan.files[gen_name], gen_re)
+    ours = _pins((constraints_dir() / spec.constraints).read_text(), ours_re)
+    if board == "zcu104":
+        # XDC lines read (pin, port); the generated ones too, in that order.
+        ours, gen = {v: k for k, v in ours.items()}, {v: k for k, v in gen.items()}
+    assert ours, f"no pins parsed from constraints/{spec.constraints}"
+    assert ours == gen
+
+
 @pytest.mark.slow
 def test_zcu104_tree(tmp_path: Path) -> None:
     ir = tiny_ir()
