@@ -1,4 +1,10 @@
 """Hardware side of apical: Amaranth components of the processing-element array.
 
 Reads the IR (`apical.sw.ir`, numpy only); never imports torch or brevitas.
+
+- `schedule`: `compile_schedule(ir, pes)` folds the IR onto P PEs (memory images, layer program);
+- `fit`: `check_fit(ir, pes, max_weight_depth=...)` rejects IRs the datapath cannot hold;
+- `layouts`: named layouts of events and memory entries;
+- `requant`, `pe`, `scanner`, `finaliser`: the blocks; `top`: `ApicalTop`, the AXI4-Stream top;
+- `generate`: `generate_rtl(ir, pes, out_dir)` writes ``apical_top.v`` and returns the rtl.json summary.
 """

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from apical.sw.errors import ApicalError
 from apical.sw.ir import IR
 
-__all__ = ["DSP_A_BITS", "DSP_B_BITS", "MAX_ACC_BITS", "MAX_TABLE_BITS", "check_fit"]
+if TYPE_CHECKING:
+    from apical.hw.schedule import Schedule
+
+__all__ = [
+    "DSP_A_BITS",
+    "DSP_B_BITS",
+    "MAX_ACC_BITS",
+    "MAX_TABLE_BITS",
+    "check_datapath",
+    "check_fit",
+    "check_weight_depth",
+]
 
 DSP_A_BITS = 27  # DSP48E2 pre-adder/multiplier A port (activation value, signed)
 DSP_B_BITS = 18  # DSP48E2 B port (weight, signed)
@@ -17,10 +29,16 @@ MAX_TABLE_BITS = 14  # modulation-table address bits per PE copy (16 Ki entries)
 
 def check_fit(ir: IR, pes: int, *, max_weight_depth: int = 65536) -> None:
     """Raise `ApicalError` naming the layer and field when ``ir`` does not fit on ``pes`` PEs."""
+    from apical.hw.schedule import compile_schedule
+
+    check_datapath(ir, pes)
+    check_weight_depth(compile_schedule(ir, pes), max_weight_depth)
+
+
+def check_datapath(ir: IR, pes: int) -> None:
+    """Widths against the multiplier, accumulator and table the datapath implements."""
     if isinstance(pes, bool) or not isinstance(pes, int) or pes < 1:
         raise ApicalError(f"hardware: pes: must be an integer >= 1, got {pes!r}")
-    if isinstance(max_weight_depth, bool) or not isinstance(max_weight_depth, int) or max_weight_depth < 1:
-        raise ApicalError(f"hardware: max_weight_depth: must be an integer >= 1, got {max_weight_depth!r}")
     tree_bits = max(1, math.ceil(math.log2(pes)))
     value_bits = max(t.bits for t in ir.inputs) + 1
     for layer in ir.layers:
@@ -43,10 +61,13 @@ def check_fit(ir: IR, pes: int, *, max_weight_depth: int = 65536) -> None:
                 raise ApicalError(
                     f"IR layer {layer.name}: sites.r.bits + sites.c.bits: {r.bits + c.bits} exceed the "
                     f"{MAX_TABLE_BITS}-bit modulation-table address")
-    # Per-PE weight memory: the schedule balances, so check the real per-PE counts.
-    from apical.hw.schedule import compile_schedule
 
-    sched = compile_schedule(ir, pes)
+
+def check_weight_depth(sched: Schedule, max_weight_depth: int) -> None:
+    """Per-PE weight memory: the schedule balances, so check its real per-PE counts."""
+    if isinstance(max_weight_depth, bool) or not isinstance(max_weight_depth, int) or max_weight_depth < 1:
+        raise ApicalError(f"hardware: max_weight_depth: must be an integer >= 1, got {max_weight_depth!r}")
+    pes = sched.pes
     used = [0] * pes
     for lp in sched.layers:
         used = [u + n for u, n in zip(used, lp.syn_per_pe, strict=True)]

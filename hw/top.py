@@ -66,6 +66,8 @@ class ApicalTop(wiring.Component):
             raise ValueError(f"ApicalTop: pes must be >= 1, got {pes}")
         if isinstance(queue_depth, bool) or not isinstance(queue_depth, int) or queue_depth < 2:
             raise ValueError(f"ApicalTop: queue_depth must be an integer >= 2, got {queue_depth!r}")
+        if schedule is not None and (not isinstance(schedule, Schedule) or schedule.pes != pes):
+            raise ValueError(f"ApicalTop: schedule must be a Schedule compiled for pes={pes}")
         self._ir, self._pes, self._qdepth = ir, pes, queue_depth
         self.schedule = schedule if schedule is not None else compile_schedule(ir, pes)
         in_w, out_w = stream_widths(ir)
