@@ -114,6 +114,8 @@ def check(ir: IR, pes: int, inputs: dict[str, np.ndarray], **kw) -> list[dict]:
         for c in COUNTERS:
             assert counters[c] == int(totals[c][n]), (
                 f"P={pes} sample {n}: counter {c}: expected {int(totals[c][n])}, got {counters[c]}")
+        # No PE does more than one synapse per cycle: the cycle counter is bounded below.
+        assert counters["cycles"] * pes >= counters["syn_ops"], f"sample {n}: cycles {counters['cycles']} too few"
         out.append(counters)
     return out
 
@@ -171,3 +173,16 @@ def test_argmax_takes_first_index_on_ties() -> None:
     assert (g.outputs[last.name][:, 2] == g.outputs[last.name][:, 4]).all()
     assert (g.classes == 2).all()
     check(ir, 2, inputs)
+
+
+def test_zero_activity_costs_no_synaptic_cycles() -> None:
+    rng = np.random.default_rng(80)
+    ir = random_ir(rng, kind="dense", layers=2, input_size=(16, 16), hidden_size=(8, 8), density=0.9)
+    inputs = random_inputs(rng, ir, 2, zero_fraction=0.0)
+    zero = {k: np.zeros_like(v) for k, v in inputs.items()}
+    busy = check(ir, 2, inputs)
+    idle = check(ir, 2, zero)
+    for b, z in zip(busy, idle, strict=True):
+        assert z["syn_ops"] < b["syn_ops"]
+        # Every synapse skipped in the zero run is at least half a cycle saved on 2 PEs.
+        assert b["cycles"] - z["cycles"] >= (b["syn_ops"] - z["syn_ops"]) // 2 - 4, (b, z)
