@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from apical.hw.schedule import compile_schedule
 from apical.hw.top import ApicalTop
 from apical.sw.counts import COUNTERS
 from apical.sw.golden import run_golden
 from apical.sw.ir import IR, Requant, validate_ir
-from apical.sw.ir_random import random_inputs, random_ir
+from apical.sw.ir_random import ir_strategy, random_inputs, random_ir
 
 
 def _beats(ir: IR, inputs: dict[str, np.ndarray], n: int) -> list[int]:
@@ -186,3 +188,10 @@ def test_zero_activity_costs_no_synaptic_cycles() -> None:
         assert z["syn_ops"] < b["syn_ops"]
         # Every synapse skipped in the zero run is at least half a cycle saved on 2 PEs.
         assert b["cycles"] - z["cycles"] >= (b["syn_ops"] - z["syn_ops"]) // 2 - 4, (b, z)
+
+
+@settings(max_examples=6, deadline=None, derandomize=True)
+@given(ir=ir_strategy(layers=2), pes=st.integers(1, 8), seed=st.integers(0, 2**16))
+def test_top_matches_golden_on_random_irs(ir: IR, pes: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    check(ir, pes, random_inputs(rng, ir, 2), seed=seed)
