@@ -1,10 +1,12 @@
 """Finaliser of one PE lane: bias, requantisation of each site, modulation-table lookup.
 
-Pipeline of two registers: F0 adds the slot's bias (bias memory, per layer a
-region) to the accumulator sum it is given; F1 requantises each site with the
-layer's constant parameters (`Requantizer`) and, for two-point layers,
-addresses the modulation table at ``(r - r_min) * 2**c_bits + (c - c_min)``;
-F2 presents the raw output lane value (``act_bits`` two's complement).
+Pipeline of three registers: F0 adds the slot's bias (bias memory, per layer
+a region) to the accumulator sum it is given; F1 multiplies by the site's
+requantisation multiplier (one registered multiplier per bank, skipped when
+every multiplier is 1); F2 shifts, rounds, applies relu and saturates with the
+layer's constants (`Requantizer`) and, for two-point layers, addresses the
+modulation table at ``(r - r_min) * 2**c_bits + (c - c_min)``; F3 presents the
+raw output lane value (``act_bits`` two's complement).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from apical.sw.ir import int_range
 
 __all__ = ["Finaliser", "finaliser_in_bits"]
 
-LATENCY = 2
+LATENCY = 3
 
 
 def finaliser_in_bits(schedule: Schedule) -> int:
@@ -72,18 +74,35 @@ class Finaliser(wiring.Component):
         m.d.sync += [sum0.eq(self.acc0 + b_rd.data.b0), sum1.eq(self.acc1 + b_rd.data.b1),
                      v1.eq(self.valid), l1.eq(self.layer)]
 
-        # F1 -> F2: requantise with layer constants, address the table.
-        v2, two_point, d2 = Signal(), Signal(), Signal(unsigned(s.act_bits))
+        # F1 -> F2: multiply by the site's multiplier (one shared multiplier per bank,
+        # registered, so the requantiser after it is shift/round/clamp only).
+        mult_max = max(sp.multiplier for lp in s.layers for sp in lp.sites)
+        mult_bits = max(1, mult_max.bit_length())
+        prod_bits = in_bits + 1 + mult_bits + 1
+        prods = [Signal(signed(prod_bits), name=f"prod{b}") for b in (0, 1)]
+        mults = [Signal(unsigned(mult_bits), name=f"mult{b}") for b in (0, 1)]
+        with m.Switch(l1):
+            for li, lp in enumerate(s.layers):
+                with m.Case(li):
+                    for sp in lp.sites:
+                        m.d.comb += mults[sp.bank].eq(sp.multiplier)
+        v2, l2 = Signal(), Signal(range(len(s.layers)))
+        for b, sm in ((0, sum0), (1, sum1)):
+            m.d.sync += prods[b].eq(sm * mults[b] if mult_max != 1 else sm)
+        m.d.sync += [v2.eq(v1), l2.eq(l1)]
+
+        # F2 -> F3: requantise with layer constants, address the table.
+        v3, two_point, d3 = Signal(), Signal(), Signal(unsigned(s.act_bits))
         t_addr = Signal(range(max(2, len(s.table))))
         for li, lp in enumerate(s.layers):
             rqs = []
             for sp in lp.sites:
-                rq = Requantizer(in_bits=in_bits + 1, shift=sp.shift, multiplier=sp.multiplier,
+                rq = Requantizer(in_bits=prod_bits, shift=sp.shift, multiplier=1,
                                  relu=sp.relu, bits=sp.bits, signed_out=sp.signed)
                 m.submodules[f"rq_{lp.name}_{sp.name}"] = rq
-                m.d.comb += rq.i.eq(sum1 if sp.bank else sum0)
+                m.d.comb += rq.i.eq(prods[sp.bank])
                 rqs.append(rq)
-            with m.If(l1 == li):
+            with m.If(l2 == li):
                 if lp.kind == "two_point":
                     r_sp, c_sp = lp.sites
                     c_off = rqs[1].o - int_range(c_sp.bits, c_sp.signed)[0]
@@ -91,15 +110,15 @@ class Finaliser(wiring.Component):
                     m.d.comb += t_addr.eq(lp.table_base + (r_off << c_sp.bits) + c_off)
                     m.d.sync += two_point.eq(1)
                 else:
-                    m.d.sync += [d2.eq(rqs[0].o), two_point.eq(0)]
-        m.d.sync += v2.eq(v1)
+                    m.d.sync += [d3.eq(rqs[0].o), two_point.eq(0)]
+        m.d.sync += v3.eq(v2)
         if s.table:
             m.submodules.table_mem = table_mem = Memory(shape=unsigned(s.act_bits), depth=len(s.table),
                                                         init=list(s.table))
             t_rd = table_mem.read_port()
             m.d.comb += t_rd.addr.eq(t_addr)
-            m.d.comb += self.out_data.eq(Mux(two_point, t_rd.data, d2))
+            m.d.comb += self.out_data.eq(Mux(two_point, t_rd.data, d3))
         else:
-            m.d.comb += self.out_data.eq(d2)
-        m.d.comb += self.out_valid.eq(v2)
+            m.d.comb += self.out_data.eq(d3)
+        m.d.comb += self.out_valid.eq(v3)
         return m

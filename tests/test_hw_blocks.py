@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from apical.hw.finaliser import Finaliser, finaliser_in_bits
+from apical.hw.finaliser import LATENCY, Finaliser, finaliser_in_bits
 from apical.hw.pe import ProcessingElement
 from apical.hw.requant import Requantizer
 from apical.hw.schedule import compile_schedule
@@ -130,7 +130,7 @@ def test_finaliser_two_point_matches_modulate() -> None:
         ctx.set(dut.layer, 0)
         ctx.set(dut.valid, 1)
         outs = []
-        for k in range(lp.steps + 2):
+        for k in range(lp.steps + LATENCY):
             if k < lp.steps:
                 n = pos.index(k)
                 ctx.set(dut.k, k)
