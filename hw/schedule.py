@@ -160,7 +160,8 @@ class Schedule:
             "memories": {
                 "activation": {"depth": self.act_words, "width": self.lanes * self.act_bits},
                 "weight_per_pe": {"depth": self.weight_depth, "width": _entry_bits(self)},
-                "index_per_pe": {"depth": self.index_depth, "width": 2 * _bits_for(self.weight_depth) + 1},
+                "index_per_pe": {"depth": self.index_depth,
+                                 "width": _bits_for(self.weight_depth) + _bits_for(self.max_fanout)},
                 "bias_per_pe": {"depth": self.bias_depth, "width": 2 * self.acc_bits},
                 "accumulator_per_pe": {"depth": self.acc_depth, "width": self.acc_bits, "banks": 2},
                 "event_mask": {"depth": self.index_depth, "width": self.pes},

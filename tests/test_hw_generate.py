@@ -63,3 +63,18 @@ def test_fit_rejects_wide_weights_and_tables() -> None:
     bad = type(ir)(ir.inputs, (big, *ir.layers[1:]), ir.meta)
     with pytest.raises(ApicalError, match=rf"IR layer {layer.name}: sites.r.bits \+ sites.c.bits"):
         check_fit(bad, 4)
+
+
+def test_reported_memory_widths_match_the_layouts() -> None:
+    from apical.hw.layouts import bias_layout, event_layout, index_layout, weight_layout
+    from apical.hw.schedule import compile_schedule
+
+    ir = random_ir(np.random.default_rng(12), kind="mixed", layers=3)
+    for pes in (1, 4):
+        s = compile_schedule(ir, pes)
+        mem = s.stats()["memories"]
+        assert mem["weight_per_pe"]["width"] == weight_layout(s.acc_depth, s.weight_bits).size
+        assert mem["index_per_pe"]["width"] == index_layout(s.weight_depth, s.max_fanout).size
+        assert mem["bias_per_pe"]["width"] == bias_layout(s.acc_bits).size
+        assert mem["weight_per_pe"]["depth"] == max(s.synapses_per_pe)
+        assert event_layout(s.index_depth, s.value_bits).size >= s.value_bits
