@@ -30,7 +30,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from apical.hw.finaliser import LATENCY, Finaliser, finaliser_in_bits
+from apical.hw.finaliser import LATENCY as FIN_LATENCY
+from apical.hw.finaliser import Finaliser, finaliser_in_bits
 from apical.hw.pe import ProcessingElement
 from apical.hw.scanner import Scanner
 from apical.hw.schedule import Schedule, compile_schedule
@@ -143,6 +144,7 @@ class ApicalTop(wiring.Component):
         fn_kl = Signal(range(max(P, 2)))
         fn_words = Signal(range(s.act_words + 1))  # words of the output tensor fully written
         fn_start = Signal()
+        LATENCY = FIN_LATENCY + 1  # input register + finaliser stages
         pipe_valid = [Signal(name=f"fp{i}_valid") for i in range(LATENCY)]
         pipe_word = [Signal(range(s.act_words), name=f"fp{i}_word") for i in range(LATENCY)]
         pipe_rel = [Signal(range(s.act_words + 1), name=f"fp{i}_rel") for i in range(LATENCY)]
@@ -172,9 +174,11 @@ class ApicalTop(wiring.Component):
         in_bits = finaliser_in_bits(s)
         tree0, tree1 = Signal(signed(in_bits)), Signal(signed(in_bits))
         m.d.comb += [tree0.eq(sum(pe.fin_acc0 for pe in pes)), tree1.eq(sum(pe.fin_acc1 for pe in pes))]
+        # Accumulators are read (and reduced) in the issue cycle and registered into the
+        # finalisers: one more pipeline stage, so the adder tree is not in the requant path.
         for pe, fin in zip(pes, fins, strict=True):
-            m.d.comb += [
-                pe.fin_addr.eq(acc_addr),
+            m.d.comb += pe.fin_addr.eq(acc_addr)
+            m.d.sync += [
                 fin.valid.eq(fn_issuing), fin.layer.eq(fn_layer), fin.k.eq(fn_k),
                 fin.acc0.eq(Mux(synapse_mode, tree0, pe.fin_acc0)),
                 fin.acc1.eq(Mux(synapse_mode, tree1, pe.fin_acc1)),
