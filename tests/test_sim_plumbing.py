@@ -182,8 +182,11 @@ def test_echo_verilator_bit_exact(tmp_path: Path, echo_case) -> None:
     ir, inputs = echo_case
     rtl = write_echo(tmp_path / "rtl", ir.output.size)
     golden = run_golden(ir, inputs)
-    res = simulate(ir, inputs, rtl_dir=rtl, pes=1, simulator="verilator", build_dir=tmp_path / "b", golden=golden)
+    res = simulate(
+        ir, inputs, rtl_dir=rtl, pes=1, simulator="verilator", build_dir=tmp_path / "b", golden=golden, waves=True
+    )
     assert res.failure is None, res.failure
+    assert res.waves is not None and res.waves.suffix == ".vcd" and res.waves.stat().st_size > 0
     np.testing.assert_array_equal(res.outputs, golden.outputs["out"])
     np.testing.assert_array_equal(res.classes, golden.classes)
     assert res.sim_cycles > 0
