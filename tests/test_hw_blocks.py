@@ -184,3 +184,23 @@ def test_schedule_picks_synapse_partitioning_for_small_layers() -> None:
         assert modes[1] == "synapse"
     for lp in sched.layers:
         assert lp.est_cycles <= lp.est_cycles_other
+
+
+def test_parameters_are_validated_with_named_errors() -> None:
+    from apical.hw.top import ApicalTop
+
+    ir = random_ir(np.random.default_rng(2), kind="dense", layers=1)
+    with pytest.raises(ValueError, match="pes"):
+        ApicalTop(ir, 0)
+    with pytest.raises(TypeError, match="pes"):
+        ApicalTop(ir, 2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="queue_depth"):
+        ApicalTop(ir, 2, queue_depth=1)
+    with pytest.raises(ValueError, match="schedule"):
+        ApicalTop(ir, 2, schedule=compile_schedule(ir, 4))
+    with pytest.raises(ValueError, match="multiplier"):
+        Requantizer(in_bits=8, shift=1, multiplier=0, bits=4, signed_out=True)
+    with pytest.raises(TypeError, match="shift"):
+        Requantizer(in_bits=8, shift=1.5, bits=4, signed_out=True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="index"):
+        ProcessingElement(compile_schedule(ir, 2), 2)
