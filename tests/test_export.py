@@ -28,7 +28,7 @@ from apical.sw.train import train, train_model
 
 def _cfg(kind: str, model: dict | None = None, quant: dict | None = None, epochs: int = 2):
     d = config_to_dict(load_config())
-    d["data"]["max_samples"] = 400
+    d["data"]["max_samples"] = 300
     d["model"].update({"kind": kind, "hidden": [24], "granules": 32, "modules": 3})
     d["model"].update(model or {})
     d["quant"].update(quant or {})
