@@ -123,7 +123,7 @@ def main() -> None:
             ir = load_ir(run_dir / "ir")
             with np.load(run_dir / "test_vectors.npz", allow_pickle=False) as z:
                 inputs = {t.name: z[t.name][: args.samples].astype(np.int64) for t in ir.inputs}
-            nets.append((run_dir.name, ir, inputs))
+            nets.append((f"{ir.meta.get('model_kind', 'ir')} ({run_dir.name})", ir, inputs))
     else:
         for name, make in (("sparse_modular_k4", sparse_modular_ir), ("two_point", two_point_ir)):
             ir = make(rng)
