@@ -42,13 +42,11 @@ def build_model(cfg: Config, dims: ModelDims | None = None) -> ApicalNet:
     import torch
 
     dims = dims or dims_of(cfg)
-    # The connection masks and initial weights are part of the model: seed them.
-    torch.manual_seed(cfg.seed)
-    kind = cfg.model.kind
-    if kind is ModelKind.POINT:
-        return PointNet(cfg, dims)
-    if kind is ModelKind.TWO_POINT:
-        return TwoPointNet(cfg, dims)
-    if kind is ModelKind.SPARSE_MODULAR:
-        return SparseModularNet(cfg, dims)
-    raise ApicalError(f"{cfg.origin}: model.kind: unsupported {kind!r}")
+    classes = {ModelKind.POINT: PointNet, ModelKind.TWO_POINT: TwoPointNet,
+               ModelKind.SPARSE_MODULAR: SparseModularNet}
+    if cfg.model.kind not in classes:
+        raise ApicalError(f"{cfg.origin}: model.kind: unsupported {cfg.model.kind!r}")
+    # The initial weights are part of the model: seed them, without touching the caller's RNG.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return classes[cfg.model.kind](cfg, dims)
