@@ -171,9 +171,9 @@ def test_two_point_eval_forward_gathers_from_its_own_table(modulation) -> None:
     # The table is the quantized f: compare with a float64 evaluation away from rounding ties.
     lo_r = int_range(cfg.quant.r_bits, True)[0]
     lo_c = int_range(cfg.quant.c_bits, True)[0]
-    rr = (torch.arange(table.shape[0], dtype=torch.float64) + lo_r) * float(r.scale)
-    cc = (torch.arange(table.shape[1], dtype=torch.float64) + lo_c) * float(cq.scale)
-    f = transfer(Modulation(modulation), rr[:, None], cc[None, :], cfg.model.k1, 0.7) / float(y.scale)
+    rr = (torch.arange(table.shape[0], dtype=torch.float64) + lo_r) * float(r.scale.detach())
+    cc = (torch.arange(table.shape[1], dtype=torch.float64) + lo_c) * float(cq.scale.detach())
+    f = transfer(Modulation(modulation), rr[:, None], cc[None, :], cfg.model.k1, 0.7) / float(y.scale.detach())
     hi = int_range(int(y.bit_width), False)[1]
     ref = torch.clamp(torch.round(f), 0, hi).long()
     clear = (f - torch.floor(f) - 0.5).abs() > 1e-4
