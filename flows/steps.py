@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apical.flows.report import SUMMARIES
 from apical.sw.config import Config, ModelKind
 from apical.sw.errors import ApicalError
 
@@ -218,16 +219,7 @@ STEPS: tuple[Step, ...] = (
         "report",
         step_report,
         ("name",),
-        (
-            "train.json",
-            "export.json",
-            "verify.json",
-            "rtl.json",
-            "sim.json",
-            "energy.json",
-            "synth.json",
-            "bitstream.json",
-        ),
+        tuple(f for f in SUMMARIES if f != "flow.json"),
         ("report.json", "report.html", "report.md"),
         "write report.html and report.md",
     ),
