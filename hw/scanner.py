@@ -24,9 +24,12 @@ __all__ = ["Scanner"]
 
 
 class Scanner(wiring.Component):
-    def __init__(self, schedule: Schedule, *, queue_depth: int = 16):
+    def __init__(self, schedule: Schedule, *, queue_depth: int = 16, issue: int = 2):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"Scanner: schedule must be a Schedule, got {type(schedule).__name__}")
+        if isinstance(issue, bool) or not isinstance(issue, int) or issue < 1:
+            raise ValueError(f"Scanner: issue must be an integer >= 1, got {issue!r}")
+        self._issue = min(issue, schedule.lanes)
         if isinstance(queue_depth, bool) or not isinstance(queue_depth, int) or queue_depth < 2:
             raise ValueError(f"Scanner: queue_depth must be an integer >= 2, got {queue_depth!r}")
         s = self._s = schedule
@@ -42,7 +45,7 @@ class Scanner(wiring.Component):
             "events": Out(stream.Signature(self.ev_layout)).array(s.pes),
             "levels": In(range(queue_depth + 1)).array(s.pes),  # PE queue fill, for anycast
             "done": Out(1),  # one-cycle pulse after the segment's last word
-            "event": Out(1),  # an event left this cycle (counter strobe)
+            "event": Out(range(self._issue + 1)),  # events that left this cycle (counter increment)
         })
 
     def elaborate(self, platform):
@@ -50,7 +53,6 @@ class Scanner(wiring.Component):
         s = self._s
         lanes, a_bits = s.lanes, s.act_bits
         m.submodules.mask_mem = mask_mem = Memory(shape=unsigned(s.pes), depth=s.index_depth, init=list(s.mask))
-        mask_rd = mask_mem.read_port(domain="comb")
 
         active = Signal()
         seg = Signal(range(len(s.segments)))
@@ -81,49 +83,77 @@ class Scanner(wiring.Component):
                         raw = self.act_data.word_select(i, a_bits)[:bits]
                         m.d.comb += [values[i].eq(raw.as_signed() if sgn else raw), nz[i].eq(raw != 0)]
 
-        rem = Signal(lanes)
-        onehot = Signal(lanes)
-        lane = Signal(range(max(lanes, 2)))
-        m.d.comb += [rem.eq(nz & ~done_lanes), onehot.eq(rem & (~rem + 1))]
-        for i in reversed(range(lanes)):
-            with m.If(rem[i]):
-                m.d.comb += lane.eq(i)
+        # Up to `issue` events per cycle: the lowest non-zero lanes not yet sent, in lane
+        # order. Event i fires only with events 0..i-1 and only to PEs none of them uses
+        # (each PE queue takes one event a cycle); accumulation order does not matter
+        # (exact integer sums), so a later lane may overtake an earlier one's PE queue.
         avail = active & (~self.limited | (w < self.limit))
-        pos = Signal(range(max(t.words for t in s.tensors) * lanes + lanes))
-        m.d.comb += pos.eq(w * lanes + lane)
-        m.d.comb += mask_rd.addr.eq(index_base + pos)
-        # Anycast: of the PEs holding the input, pick the one with the emptiest queue.
-        pick = Signal(s.pes)
-        best_level = Signal(len(self.levels[0]))
-        found = Signal()
-        chain = []
-        for p in range(s.pes):
-            lvl_p, pick_p, found_p = (Signal(len(self.levels[0]), name=f"best_l{p}"),
-                                      Signal(range(s.pes), name=f"best_p{p}"), Signal(name=f"found{p}"))
-            prev = chain[-1] if chain else None
-            better = mask_rd.data[p] & ((~prev[2] if prev else 1) | (self.levels[p] < prev[0] if prev else 1))
-            if prev is None:
-                m.d.comb += [lvl_p.eq(self.levels[p]), pick_p.eq(p), found_p.eq(mask_rd.data[p])]
-            else:
-                m.d.comb += [lvl_p.eq(Mux(better, self.levels[p], prev[0])),
-                             pick_p.eq(Mux(better, p, prev[1])), found_p.eq(prev[2] | mask_rd.data[p])]
-            chain.append((lvl_p, pick_p, found_p))
-        m.d.comb += [pick.eq(Mux(chain[-1][2], 1 << chain[-1][1], 0)), best_level.eq(chain[-1][0]), found.eq(chain[-1][2])]
-        emask = Signal(s.pes)
-        m.d.comb += emask.eq(Mux(anycast, pick, mask_rd.data))
-        all_ready = Signal()
-        m.d.comb += all_ready.eq(Const(1))
-        for p in range(s.pes):
-            with m.If(emask[p] & ~self.events[p].ready):
-                m.d.comb += all_ready.eq(0)
-        fire = avail & (rem != 0) & all_ready
-        value = Array(values)[lane]
+        rem = Signal(lanes)
+        m.d.comb += rem.eq(nz & ~done_lanes)
+        left = rem
+        taken = Const(0, s.pes)
+        fires, onehots, emasks, payloads = [], [], [], []
+        for i in range(self._issue):
+            onehot = Signal(lanes, name=f"onehot{i}")
+            lane = Signal(range(max(lanes, 2)), name=f"lane_{i}")
+            m.d.comb += onehot.eq(left & (~left + 1))
+            for j in reversed(range(lanes)):
+                with m.If(left[j]):
+                    m.d.comb += lane.eq(j)
+            pos = Signal(range(max(t.words for t in s.tensors) * lanes + lanes), name=f"pos{i}")
+            m.d.comb += pos.eq(w * lanes + lane)
+            mask_rd = mask_mem.read_port(domain="comb")
+            m.d.comb += mask_rd.addr.eq(index_base + pos)
+            free = Signal(s.pes, name=f"free{i}")
+            m.d.comb += free.eq(mask_rd.data & ~taken)
+            # Anycast: of the free PEs holding the input, pick the one with the emptiest queue.
+            chain = []
+            for p in range(s.pes):
+                lvl_p, pick_p, found_p = (Signal(len(self.levels[0]), name=f"best_l{i}_{p}"),
+                                          Signal(range(s.pes), name=f"best_p{i}_{p}"),
+                                          Signal(name=f"found{i}_{p}"))
+                if not chain:
+                    m.d.comb += [lvl_p.eq(self.levels[p]), pick_p.eq(p), found_p.eq(free[p])]
+                else:
+                    prev = chain[-1]
+                    better = free[p] & (~prev[2] | (self.levels[p] < prev[0]))
+                    m.d.comb += [lvl_p.eq(Mux(better, self.levels[p], prev[0])),
+                                 pick_p.eq(Mux(better, p, prev[1])), found_p.eq(prev[2] | free[p])]
+                chain.append((lvl_p, pick_p, found_p))
+            pick = Signal(s.pes, name=f"pick{i}")
+            m.d.comb += pick.eq(Mux(chain[-1][2], 1 << chain[-1][1], 0))
+            emask = Signal(s.pes, name=f"emask{i}")
+            m.d.comb += emask.eq(Mux(anycast, pick, mask_rd.data))
+            # Placeable: an input without synapses needs no PE; otherwise a free holder
+            # (anycast) or all holders free (multicast).
+            placeable = Signal(name=f"placeable{i}")
+            m.d.comb += placeable.eq(Mux(anycast, (mask_rd.data == 0) | chain[-1][2],
+                                         (mask_rd.data & taken) == 0))
+            all_ready = Signal(name=f"all_ready{i}")
+            m.d.comb += all_ready.eq(Const(1))
+            for p in range(s.pes):
+                with m.If(emask[p] & ~self.events[p].ready):
+                    m.d.comb += all_ready.eq(0)
+            fire = Signal(name=f"fire{i}")
+            m.d.comb += fire.eq(avail & (left != 0) & placeable & all_ready & (fires[-1] if fires else 1))
+            fires.append(fire)
+            onehots.append(onehot)
+            emasks.append(emask)
+            payloads.append((index_base + pos, Array(values)[lane]))
+            taken = taken | Mux(fire, emask, 0)
+            left = left & ~onehot
+
         for p in range(s.pes):
             ev = self.events[p]
-            m.d.comb += [ev.valid.eq(fire & emask[p]), ev.payload.addr.eq(index_base + pos),
-                         ev.payload.value.eq(value)]
-        advance = avail & ((rem == 0) | (fire & (rem == onehot)))
-        m.d.comb += self.event.eq(fire)
+            m.d.comb += [ev.valid.eq(sum(f & e[p] for f, e in zip(fires, emasks, strict=True)) != 0),
+                         ev.payload.addr.eq(payloads[0][0]), ev.payload.value.eq(payloads[0][1])]
+            for f, e, (addr, value) in zip(fires[1:], emasks[1:], payloads[1:], strict=True):
+                with m.If(f & e[p]):
+                    m.d.comb += [ev.payload.addr.eq(addr), ev.payload.value.eq(value)]
+        sent = Signal(lanes)
+        m.d.comb += sent.eq(sum(Mux(f, o, 0) for f, o in zip(fires, onehots, strict=True)))
+        advance = avail & ((rem == 0) | (fires[0] & (rem == sent)))
+        m.d.comb += self.event.eq(sum(fires))
         m.d.sync += self.done.eq(0)
         with m.If(self.start):
             m.d.sync += [active.eq(1), seg.eq(self.seg), w.eq(0), done_lanes.eq(0)]
@@ -131,6 +161,6 @@ class Scanner(wiring.Component):
             m.d.sync += [w.eq(w + 1), done_lanes.eq(0)]
             with m.If(w + 1 == n_words):
                 m.d.sync += [active.eq(0), self.done.eq(1)]
-        with m.Elif(fire):
-            m.d.sync += done_lanes.eq(done_lanes | onehot)
+        with m.Elif(fires[0]):
+            m.d.sync += done_lanes.eq(done_lanes | sent)
         return m
