@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = run_dir_cmd("synth", "yosys synth_xilinx resource estimate")
     sp.add_argument("--part", help="UltraScale+ part, e.g. xczu7ev-ffvc1156-2-e")
     sp = run_dir_cmd("bitstream", "Vivado build tree (zcu104) or open bitstream (icebreaker, ulx3s)")
-    sp.add_argument("--board", help="zcu104, icebreaker or ulx3s")
+    sp.add_argument("--board", choices=["zcu104", "icebreaker", "ulx3s"], help="target board")
     run_dir_cmd("report", "write report.html and report.md")
 
     sp = sub.add_parser("run", help="every step in order (default: the shipped config)")

@@ -108,7 +108,10 @@ def run_flow(
     if i0 > i1:
         raise ApicalError(f"--from {start} comes after --to {stop}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_config(cfg, run_dir)
+    # The recorded config changes only once a step made with it has succeeded,
+    # so a failing command-line override does not stick to the run directory.
+    if not (run_dir / "config.yaml").exists():
+        write_run_config(cfg, run_dir)
     record = _load_flow(run_dir)
     record["config_hash"] = config_hash(cfg)
     for step in STEPS[i0 : i1 + 1]:
@@ -136,6 +139,7 @@ def run_flow(
             "skipped": False,
         }
         record["steps"][step.name] = entry
+        write_run_config(cfg, run_dir)
         record["timings"] = {k: v.get("seconds") for k, v in record["steps"].items()}
         atomic_write_json(run_dir / FLOW_FILE, record)
         if reporter:

@@ -183,3 +183,20 @@ def test_cli_bad_override(tmp_path: Path, capsys):
     rc = main(["rtl", str(run), "--pes", "0"])
     assert rc == 1
     assert "hardware.pes: must be in [1, 64], got 0" in capsys.readouterr().err
+
+
+def test_failed_override_does_not_stick(tmp_path: Path, capsys):
+    run = tmp_path / "r"
+    flow.write_run_config(load_config(None), run)
+    before = (run / "config.yaml").read_text()
+    rc = main(["energy", str(run), "--table", "no-such-table"])
+    assert rc == 1
+    assert "energy" in capsys.readouterr().err
+    assert (run / "config.yaml").read_text() == before
+
+
+def test_successful_step_records_its_config(fake, tmp_path: Path):
+    flow.run_flow(Config(), tmp_path)
+    cfg = dataclasses.replace(Config(), seed=11)
+    flow.run_flow(cfg, tmp_path, start="a", stop="a")
+    assert load_config(tmp_path / "config.yaml").seed == 11
