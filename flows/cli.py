@@ -192,7 +192,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     run_dir = Path(args.out)
     if (run_dir / "ir").exists() and not args.force:
         raise ApicalError(f"{run_dir / 'ir'}: exists; choose another --out or pass --force to overwrite it")
+    from apical.flows.imported import import_vectors, write_import_vectors
+    from apical.sw.qonnx_io import import_qonnx
+
+    # Everything is checked before anything is written into the run directory.
+    arrays, vec = import_vectors(import_qonnx(src), Path(args.inputs) if args.inputs else None)
     summary = import_run(src, run_dir)
+    write_import_vectors(run_dir, arrays)
     base = load_config(None)
     cfg = dataclasses.replace(
         base,
@@ -201,7 +207,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         energy=dataclasses.replace(base.energy, baseline=False),
     )
     write_run_config(cfg, run_dir)
-    _console().print(f"imported {src} -> {run_dir / 'ir'} ({len(summary.get('layers', []))} layers)")
+    _console().print(
+        f"imported {src} -> {run_dir / 'ir'} ({len(summary.get('layers', []))} layers); "
+        f"test vectors: {vec['test_vectors']}, {vec['samples']} samples"
+    )
     return 0
 
 
@@ -273,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("model", help="QONNX .onnx file")
     sp.add_argument("--out", required=True, help="run directory")
     sp.add_argument("--force", action="store_true", help="overwrite an existing IR")
+    sp.add_argument("--inputs", help=".npz of integer inputs, one array [N, size] per IR input name")
     sp.set_defaults(fn=cmd_import)
 
     sp = sub.add_parser("steps", help="list the steps of the flow")
