@@ -28,15 +28,21 @@ __all__ = ["ProcessingElement"]
 class ProcessingElement(wiring.Component):
     """PE ``index`` of ``schedule``; memory contents come from ``schedule.images[index]``."""
 
-    def __init__(self, schedule: Schedule, index: int, *, queue_depth: int = 16):
+    def __init__(self, schedule: Schedule, index: int, *, queue_depth: int = 16, fin_ports: int = 1):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"ProcessingElement: schedule must be a Schedule, got {type(schedule).__name__}")
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < schedule.pes:
             raise ValueError(f"ProcessingElement: index must be in [0, {schedule.pes}), got {index!r}")
         if isinstance(queue_depth, bool) or not isinstance(queue_depth, int) or queue_depth < 2:
             raise ValueError(f"ProcessingElement: queue_depth must be an integer >= 2, got {queue_depth!r}")
-        self._s, self._index, self._qdepth = schedule, index, queue_depth
+        if fin_ports not in (1, 2):
+            raise ValueError(f"ProcessingElement: fin_ports must be 1 or 2, got {fin_ports!r}")
+        self._s, self._index, self._qdepth, self._fin_ports = schedule, index, queue_depth, fin_ports
         s = schedule
+        # A second finalisation read port lets synapse-partitioned layers reduce two
+        # neurons a cycle (two adder trees in the top).
+        second = {"fin_addr_b": In(range(s.acc_depth)), "fin_acc0_b": Out(signed(s.acc_bits)),
+                  "fin_acc1_b": Out(signed(s.acc_bits))} if fin_ports == 2 else {}
         self.ev_layout = event_layout(s.index_depth, s.value_bits)
         self.w_layout = weight_layout(s.acc_depth, s.weight_bits)
         self.ix_layout = index_layout(s.weight_depth, s.max_fanout)
@@ -51,6 +57,7 @@ class ProcessingElement(wiring.Component):
             "fin_acc0": Out(signed(s.acc_bits)),
             "fin_acc1": Out(signed(s.acc_bits)),
             "clear": In(2),  # clear the valid bits of accumulator region 0 / 1
+            **second,
         })
 
     def elaborate(self, platform):
@@ -110,6 +117,7 @@ class ProcessingElement(wiring.Component):
         region_mask = [half_mask, half_mask << s.acc_half]
         clear_mask = Signal(depth)
         m.d.comb += clear_mask.eq(Mux(self.clear[0], region_mask[0], 0) | Mux(self.clear[1], region_mask[1], 0))
+        fin_b = (self.fin_acc0_b, self.fin_acc1_b) if self._fin_ports == 2 else (None, None)
         for bank, mem, fin_out in ((0, acc0, self.fin_acc0), (1, acc1, self.fin_acc1)):
             valid = Signal(depth, name=f"valid{bank}")
             rd = mem.read_port(domain="comb")
@@ -123,6 +131,10 @@ class ProcessingElement(wiring.Component):
             m.d.sync += valid.eq((valid | setv) & ~clear_mask)
             m.d.comb += [fin_rd.addr.eq(self.fin_addr),
                          fin_out.eq(Mux(valid.bit_select(self.fin_addr, 1), fin_rd.data, 0))]
+            if fin_b[bank] is not None:
+                fin_rd_b = mem.read_port(domain="comb")
+                m.d.comb += [fin_rd_b.addr.eq(self.fin_addr_b),
+                             fin_b[bank].eq(Mux(valid.bit_select(self.fin_addr_b, 1), fin_rd_b.data, 0))]
 
         m.d.comb += [
             self.busy.eq(queue.r_rdy | active | s1_valid | s2_valid | s3_valid),

@@ -104,9 +104,12 @@ class ApicalTop(wiring.Component):
         out_rd = act_mem.read_port(domain="comb")
         m.d.comb += scan_rd.addr.eq(scanner.act_addr)
         m.d.comb += scanner.act_data.eq(scan_rd.data)
+        # Synapse-partitioned layers finalise two neurons a cycle (two adder trees over
+        # the PEs' second accumulator read ports) when a word holds an even number of lanes.
+        dual = P % 2 == 0 and any(lp.mode == "synapse" for lp in s.layers)
         pes, fins = [], []
         for p in range(P):
-            pe = ProcessingElement(s, p, queue_depth=self._qdepth)
+            pe = ProcessingElement(s, p, queue_depth=self._qdepth, fin_ports=2 if dual else 1)
             fin = Finaliser(s, p)
             m.submodules[f"pe{p}"] = pe
             m.submodules[f"fin{p}"] = fin
@@ -174,23 +177,39 @@ class ApicalTop(wiring.Component):
         in_bits = finaliser_in_bits(s)
         tree0, tree1 = Signal(signed(in_bits)), Signal(signed(in_bits))
         m.d.comb += [tree0.eq(sum(pe.fin_acc0 for pe in pes)), tree1.eq(sum(pe.fin_acc1 for pe in pes))]
+        # Synapse mode: neuron fn_k goes to lane fn_kl, neuron fn_k + 1 (second tree,
+        # when dual) to lane fn_kl + 1 of the same word (fn_kl is even then).
+        fn_step = 2 if dual else 1
+        second = Signal()
+        tree0_b, tree1_b = Signal(signed(in_bits)), Signal(signed(in_bits))
+        if dual:
+            acc_addr_b = Signal(range(s.acc_depth))
+            m.d.comb += [acc_addr_b.eq(region * s.acc_half + fn_k + 1), second.eq(fn_k + 1 < steps),
+                         tree0_b.eq(sum(pe.fin_acc0_b for pe in pes)),
+                         tree1_b.eq(sum(pe.fin_acc1_b for pe in pes))]
+            for pe in pes:
+                m.d.comb += pe.fin_addr_b.eq(acc_addr_b)
         # Accumulators are read (and reduced) in the issue cycle and registered into the
         # finalisers: one more pipeline stage, so the adder tree is not in the requant path.
-        for pe, fin in zip(pes, fins, strict=True):
+        for p, (pe, fin) in enumerate(zip(pes, fins, strict=True)):
+            odd = dual and p % 2 == 1
             m.d.comb += pe.fin_addr.eq(acc_addr)
             m.d.sync += [
-                fin.valid.eq(fn_issuing), fin.layer.eq(fn_layer), fin.k.eq(fn_k),
-                fin.acc0.eq(Mux(synapse_mode, tree0, pe.fin_acc0)),
-                fin.acc1.eq(Mux(synapse_mode, tree1, pe.fin_acc1)),
+                fin.valid.eq(fn_issuing), fin.layer.eq(fn_layer),
+                fin.k.eq(fn_k + Mux(synapse_mode, 1, 0) if odd else fn_k),
+                fin.acc0.eq(Mux(synapse_mode, tree0_b if odd else tree0, pe.fin_acc0)),
+                fin.acc1.eq(Mux(synapse_mode, tree1_b if odd else tree1, pe.fin_acc1)),
             ]
         lanes_s = Signal(P)
-        m.d.comb += lanes_s.eq(1 << fn_kl)
+        m.d.comb += lanes_s.eq((1 << fn_kl) | Mux(second, 2 << fn_kl, 0))
+        s_step = Signal(range(3))
+        m.d.comb += s_step.eq(Mux(synapse_mode, fn_step, 1))
         m.d.sync += [
             pipe_valid[0].eq(fn_issuing),
             pipe_word[0].eq(out_base + Mux(synapse_mode, fn_kw, fn_k)),
             pipe_rel[0].eq(Mux(synapse_mode, fn_kw, fn_k) + 1),
             pipe_lanes[0].eq(Mux(synapse_mode, lanes_s, lanes_n)),
-            pipe_last[0].eq(~synapse_mode | (fn_kl == P - 1) | (fn_k + 1 == steps)),
+            pipe_last[0].eq(~synapse_mode | (fn_kl + fn_step == P) | (fn_k + fn_step >= steps)),
             pipe_layer[0].eq(fn_layer),
         ]
         for i in range(1, LATENCY):
@@ -200,12 +219,12 @@ class ApicalTop(wiring.Component):
         with m.If(fn_start):
             m.d.sync += [fn_issuing.eq(1), fn_k.eq(0), fn_kw.eq(0), fn_kl.eq(0), fn_words.eq(0)]
         with m.Elif(fn_issuing):
-            m.d.sync += fn_k.eq(fn_k + 1)
-            with m.If(fn_kl == P - 1):
+            m.d.sync += fn_k.eq(fn_k + s_step)
+            with m.If(fn_kl + fn_step == P):
                 m.d.sync += [fn_kl.eq(0), fn_kw.eq(fn_kw + 1)]
             with m.Else():
-                m.d.sync += fn_kl.eq(fn_kl + 1)
-            with m.If(fn_k + 1 == steps):
+                m.d.sync += fn_kl.eq(fn_kl + fn_step)
+            with m.If(fn_k + s_step >= steps):
                 m.d.sync += fn_issuing.eq(0)
                 # Last accumulator read is this cycle: the region is free from the next one.
                 for pe in pes:
