@@ -49,6 +49,7 @@ class ProcessingElement(wiring.Component):
         super().__init__({
             "event": In(stream.Signature(self.ev_layout)),
             "busy": Out(1),
+            "busy_front": Out(1),  # busy other than the last accumulator write (S3)
             "level": Out(range(queue_depth + 1)),  # events waiting in the queue
             "issue": Out(1),  # a weight read was issued this cycle
             "read": Out(1),  # weight data arrived this cycle
@@ -138,6 +139,7 @@ class ProcessingElement(wiring.Component):
 
         m.d.comb += [
             self.busy.eq(queue.r_rdy | active | s1_valid | s2_valid | s3_valid),
+            self.busy_front.eq(queue.r_rdy | active | s1_valid | s2_valid),
             self.level.eq(queue.level),
             self.issue.eq(active),
             self.read.eq(s1_valid),

@@ -117,8 +117,10 @@ class ApicalTop(wiring.Component):
             m.d.comb += scanner.levels[p].eq(pe.level)
             pes.append(pe)
             fins.append(fin)
+        # Finalisation may start while the PEs' last accumulator writes (S3) are in flight:
+        # its first read is the next cycle, after those writes.
         any_busy = Signal()
-        m.d.comb += any_busy.eq(sum(pe.busy for pe in pes) != 0)
+        m.d.comb += any_busy.eq(sum(pe.busy_front for pe in pes) != 0)
 
         # ------------------------------------------------------------- counters
         cnt = {c: Signal(COUNTER_BITS, name=f"c_{c}") for c in ("cycles", *COUNTERS)}
@@ -340,7 +342,8 @@ class ApicalTop(wiring.Component):
                 with m.Else():
                     m.d.sync += [sc_layer.eq(sc_layer + 1), sc_seg.eq(sc_seg + 1)]
                     m.next = "SCAN_START"
-            with m.State("FINISH"), m.If(~fn_active & ~fn_start):
+            # The last finaliser write is this cycle at the latest: OUT reads it from the next.
+            with m.State("FINISH"), m.If(~fn_issuing & (sum(pipe_valid[:-1]) == 0) & ~fn_start):
                 m.d.sync += out_n.eq(0)
                 m.next = "OUT"
             with m.State("OUT"):
