@@ -2,8 +2,8 @@
 
 Pipeline of three registers: F0 adds the slot's bias (bias memory, per layer
 a region) to the accumulator sum it is given; F1 multiplies by the site's
-requantisation multiplier (one registered multiplier per bank, skipped when
-every multiplier is 1); F2 shifts, rounds, applies relu and saturates with the
+requantisation multiplier (one registered multiplier per bank; the stage is
+left out when every multiplier is 1); F2 shifts, rounds, applies relu and saturates with the
 layer's constants (`Requantizer`) and, for two-point layers, addresses the
 modulation table at ``(r - r_min) * 2**c_bits + (c - c_min)``; F3 presents the
 raw output lane value (``act_bits`` two's complement).
@@ -23,9 +23,15 @@ from apical.hw.requant import Requantizer
 from apical.hw.schedule import Schedule
 from apical.sw.ir import int_range
 
-__all__ = ["Finaliser", "finaliser_in_bits"]
+__all__ = ["Finaliser", "finaliser_in_bits", "finaliser_latency"]
 
-LATENCY = 3
+LATENCY = 3  # the most cycles from valid in to out_valid (see `finaliser_latency`)
+
+
+def finaliser_latency(schedule: Schedule) -> int:
+    """Cycles from ``valid`` to ``out_valid``: F1 is left out when every multiplier is 1."""
+    mult_max = max(sp.multiplier for lp in schedule.layers for sp in lp.sites)
+    return LATENCY if mult_max != 1 else LATENCY - 1
 
 
 def finaliser_in_bits(schedule: Schedule) -> int:
@@ -87,9 +93,12 @@ class Finaliser(wiring.Component):
                     for sp in lp.sites:
                         m.d.comb += mults[sp.bank].eq(sp.multiplier)
         v2, l2 = Signal(), Signal(range(len(s.layers)))
+        # Power-of-two scales (every multiplier 1) need no multiply: no F1 register, so
+        # the next layer can start reading this one's outputs a cycle earlier.
+        dom = m.d.sync if mult_max != 1 else m.d.comb
         for b, sm in ((0, sum0), (1, sum1)):
-            m.d.sync += prods[b].eq(sm * mults[b] if mult_max != 1 else sm)
-        m.d.sync += [v2.eq(v1), l2.eq(l1)]
+            dom += prods[b].eq(sm * mults[b] if mult_max != 1 else sm)
+        dom += [v2.eq(v1), l2.eq(l1)]
 
         # F2 -> F3: requantise with layer constants, address the table.
         v3, two_point, d3 = Signal(), Signal(), Signal(unsigned(s.act_bits))

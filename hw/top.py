@@ -30,8 +30,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from apical.hw.finaliser import LATENCY as FIN_LATENCY
-from apical.hw.finaliser import Finaliser, finaliser_in_bits
+from apical.hw.finaliser import Finaliser, finaliser_in_bits, finaliser_latency
 from apical.hw.pe import ProcessingElement
 from apical.hw.scanner import Scanner
 from apical.hw.schedule import Schedule, compile_schedule
@@ -149,7 +148,7 @@ class ApicalTop(wiring.Component):
         fn_kl = Signal(range(max(P, 2)))
         fn_words = Signal(range(s.act_words + 1))  # words of the output tensor fully written
         fn_start = Signal()
-        LATENCY = FIN_LATENCY + 1  # input register + finaliser stages
+        LATENCY = finaliser_latency(s) + 1  # input register + finaliser stages
         pipe_valid = [Signal(name=f"fp{i}_valid") for i in range(LATENCY)]
         pipe_word = [Signal(range(s.act_words), name=f"fp{i}_word") for i in range(LATENCY)]
         pipe_rel = [Signal(range(s.act_words + 1), name=f"fp{i}_rel") for i in range(LATENCY)]
