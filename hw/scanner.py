@@ -2,10 +2,12 @@
 
 Started on one scan segment (a source tensor of a site), it walks the
 tensor's activation words; a word with no non-zero activation costs one
-cycle, a word with ``n`` non-zeros ``n`` cycles (lowest lane first, by a
-priority pick). Each event goes only to the PEs whose bit is set in the
-event-mask memory (those holding synapses for that input), and waits until
-all of them can take it. ``limited``/``limit`` let the scan trail a
+cycle, a word with ``n`` non-zeros about ``n / issue`` cycles: up to
+``issue`` (default 2) events leave per cycle, the lowest lanes first, as long
+as they go to disjoint PEs (one queue write per PE per cycle). Each event
+goes only to the PEs whose bit is set in the event-mask memory (those holding
+synapses for that input), or with anycast to the emptiest free one of them,
+and waits until all of them can take it. ``limited``/``limit`` let the scan trail a
 finalisation that is still writing the tensor: word ``w`` is read only once
 ``w < limit``.
 """
