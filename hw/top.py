@@ -128,8 +128,9 @@ class ApicalTop(wiring.Component):
         clear_counters = Signal()
         inc = {c: Signal(COUNTER_BITS, name=f"inc_{c}") for c in cnt}
         for c in cnt:
+            # The first beat may also be the last, which already counts the first scan's reads.
             with m.If(clear_counters):
-                m.d.sync += cnt[c].eq(0)
+                m.d.sync += cnt[c].eq(inc[c])
             with m.Else():
                 m.d.sync += cnt[c].eq(cnt[c] + inc[c])
         m.d.comb += [
@@ -252,6 +253,7 @@ class ApicalTop(wiring.Component):
 
         # ------------------------------------------------------------- scan process
         n_segs = len(s.segments)
+        first_scan = Signal()  # the last input beat starts the first segment's scan
         sc_seg = Signal(range(n_segs))
         sc_layer = Signal(range(n_layers))
         seg_last = Signal()
@@ -264,7 +266,7 @@ class ApicalTop(wiring.Component):
                     m.d.comb += [seg_last.eq(gi == lp.segments[-1]), seg_tensor.eq(g.tensor),
                                  seg_size.eq(s.tensors[g.tensor].size)]
         m.d.comb += [
-            scanner.seg.eq(sc_seg),
+            scanner.seg.eq(Mux(first_scan, 0, sc_seg)),
             scanner.limited.eq(fn_active & (seg_tensor == out_tensor)),
             scanner.limit.eq(fn_words),
         ]
@@ -315,7 +317,9 @@ class ApicalTop(wiring.Component):
                         m.d.sync += [in_e.eq(0), in_lane.eq(0), in_word.eq(next_base)]
                         with m.If(in_t == n_in - 1):
                             m.d.sync += [in_t.eq(0), sc_seg.eq(0), sc_layer.eq(0)]
-                            m.next = "SCAN_START"
+                            m.d.comb += [first_scan.eq(1), scanner.start.eq(1),
+                                         inc["act_reads"].eq(s.tensors[s.segments[0].tensor].size)]
+                            m.next = "SCAN"
                         with m.Else():
                             m.d.sync += in_t.eq(in_t + 1)
                     with m.Else():
