@@ -15,10 +15,12 @@ Stream format (docs/contracts.md, "Hardware top level"):
   output beat offered). Cleared on the first input beat of an inference,
   stable from then on until the next one.
 
-Flow of one inference: IN (inputs written to activation memory) -> RUN
-(per layer: scan each source segment of each site, PEs accumulate; when the
-layer's PEs have drained, finalisation writes the outputs while the next
-layer's scan trails it word by word) -> OUT (values, class). A synchronous
+Flow of one inference: IN (inputs written to activation memory; the last
+beat starts the first scan) -> RUN (per layer: scan each source segment of
+each site, up to two events a cycle, PEs accumulate; once only the PEs' last
+accumulator writes are in flight, finalisation writes the outputs, two
+neurons a cycle for synapse-partitioned layers, while the next layer's scan
+trails it word by word) -> OUT (values, class). A synchronous
 ``rst`` at any point returns to IN with empty queues and cleared
 accumulator valid bits.
 """
