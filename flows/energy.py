@@ -14,7 +14,6 @@ it writes ``energy.json``. The schema and derivation rules are in docs/energy.md
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from dataclasses import dataclass
 from enum import Enum
@@ -26,12 +25,12 @@ import numpy as np
 import yaml
 
 from apical.flows.metrics import neurobench_metrics
-from apical.sw.atomic import atomic_write_json
+from apical.sw.atomic import atomic_write_json, read_json_object
 from apical.sw.config import Config
 from apical.sw.counts import COUNTERS
 from apical.sw.errors import ApicalError
 from apical.sw.golden import GoldenResult, run_golden
-from apical.sw.ir import IR, load_ir
+from apical.sw.ir import IR, load_inputs, load_ir
 
 __all__ = [
     "ALL_LAYERS",
@@ -524,40 +523,13 @@ def energy_from_counts(
 
 def load_test_inputs(ir: IR, path: Path) -> dict[str, np.ndarray]:
     """The integer test inputs of ``test_vectors.npz``: one ``[N, size]`` array per IR input."""
-    if not path.is_file():
-        raise ApicalError(f"{path}: test vectors missing (run `apical export` first)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as e:  # zipfile/ValueError/OSError all mean a corrupt archive
-        raise ApicalError(f"{path}: unreadable test vectors ({type(e).__name__}: {e})") from None
-    out = {}
-    for t in ir.inputs:
-        if t.name not in arrays:
-            raise ApicalError(f"{path}: no array for IR input {t.name!r}")
-        a = arrays[t.name]
-        if a.ndim != 2 or a.shape[1] != t.size or not np.issubdtype(a.dtype, np.integer):
-            raise ApicalError(f"{path}: {t.name}: must be an integer [N, {t.size}] array, got {a.dtype} {a.shape}")
-        if a.shape[0] == 0:
-            raise ApicalError(f"{path}: {t.name}: no test samples")
-        out[t.name] = a.astype(np.int64)
-    return out
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ApicalError(f"{path}: malformed JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ApicalError(f"{path}: must hold a JSON object")
-    return data
+    return load_inputs(ir, path)
 
 
 def _rtl_check(
     ir: IR, golden: GoldenResult, table: EnergyTable, sim_path: Path, pes: int, clock_mhz: float
 ) -> dict[str, Any]:
-    sim = _read_json(sim_path)
+    sim = read_json_object(sim_path)
     per = sim.get("per_sample")
     idx = sim.get("sample_indices")
     if not isinstance(per, list) or not isinstance(idx, list) or len(per) != len(idx):

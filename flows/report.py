@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from apical.sw.atomic import atomic_write_text
+from apical.sw.atomic import atomic_write_text, read_json_object
 from apical.sw.errors import ApicalError
 
 __all__ = ["SUMMARIES", "write_report"]
@@ -49,15 +49,7 @@ NOT_RUN = "not run"
 
 def _load(run_dir: Path, name: str) -> dict[str, Any] | None:
     p = run_dir / name
-    if not p.is_file():
-        return None
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise ApicalError(f"{p}: malformed JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ApicalError(f"{p}: must hold a JSON object, got {type(data).__name__}")
-    return data
+    return read_json_object(p) if p.is_file() else None
 
 
 def _config(run_dir: Path) -> dict[str, Any]:

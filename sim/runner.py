@@ -37,7 +37,7 @@ from apical.sw.config import Config
 from apical.sw.counts import COUNTERS
 from apical.sw.errors import ApicalError
 from apical.sw.golden import GoldenResult, run_golden
-from apical.sw.ir import IR, load_ir
+from apical.sw.ir import IR, load_inputs, load_ir
 
 __all__ = [
     "SIMULATORS",
@@ -440,22 +440,10 @@ def _stats(a: np.ndarray) -> dict[str, float]:
 
 
 def _load_vectors(path: Path, ir: IR, samples: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    if not path.is_file():
-        raise ApicalError(f"{path}: test vectors missing (run `apical export` first)")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except Exception as e:  # zip/format errors all mean an unreadable archive
-        raise ApicalError(f"{path}: unreadable test vectors ({type(e).__name__}: {e})") from None
-    with z:
-        for t in ir.inputs:
-            if t.name not in z.files:
-                raise ApicalError(f"{path}: no array for IR input {t.name!r}")
-        n_all = int(z[ir.inputs[0].name].shape[0])
-        n = min(samples, n_all)
-        if n < 1:
-            raise ApicalError(f"{path}: no test vectors")
-        inputs = {t.name: np.asarray(z[t.name][:n], dtype=np.int64) for t in ir.inputs}
-    return inputs, np.arange(n, dtype=np.int64)
+    """The first ``samples`` test vectors and their indices."""
+    all_inputs = load_inputs(ir, path)
+    n = min(samples, next(iter(all_inputs.values())).shape[0])
+    return {k: v[:n] for k, v in all_inputs.items()}, np.arange(n, dtype=np.int64)
 
 
 def _rtl_pes(run_dir: Path, pes: int) -> None:

@@ -1,7 +1,8 @@
 """Atomic artefact writes: a temp file in the same folder, fsync, then `os.replace`.
 
 An interrupted step therefore leaves either the old artefact or the new one,
-never half of one. Every part of apical writes its files through these.
+never half of one. Every part of apical writes its files through these;
+`read_json_object` is the matching read of a JSON summary.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json_object"]
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
@@ -55,3 +56,17 @@ def _default(o: Any) -> Any:
 
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_default) + "\n")
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A JSON summary written by a step; a malformed one raises `ApicalError` naming the file."""
+    from apical.sw.errors import ApicalError
+
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise ApicalError(f"{p}: malformed JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ApicalError(f"{p}: must hold a JSON object, got {type(data).__name__}")
+    return data

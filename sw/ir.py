@@ -52,6 +52,7 @@ __all__ = [
     "acc_bits_needed",
     "int_range",
     "load_ir",
+    "load_inputs",
     "save_ir",
     "validate_ir",
 ]
@@ -492,6 +493,35 @@ def load_ir(directory: str | Path) -> IR:
     ir = IR(inputs=tuple(inputs), layers=tuple(layers), meta=meta)
     validate_ir(ir)
     return ir
+
+
+def load_inputs(
+    ir: IR, path: str | Path, *, what: str = "test vectors", hint: str = "run `apical export` first"
+) -> dict[str, np.ndarray]:
+    """Integer input vectors from an ``.npz``: one int64 ``[N, size]`` array per IR input name.
+
+    Shared by every reader of ``test_vectors.npz`` (sim, energy) and of user
+    inputs (``apical import --inputs``); ``what``/``hint`` word the errors.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ApicalError(f"{p}: {what} missing" + (f" ({hint})" if hint else ""))
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # zipfile/ValueError/OSError all mean a corrupt archive
+        raise ApicalError(f"{p}: unreadable {what} ({type(e).__name__}: {e})") from None
+    out = {}
+    for t in ir.inputs:
+        if t.name not in arrays:
+            raise ApicalError(f"{p}: no array for IR input {t.name!r} (has {sorted(arrays)})")
+        a = arrays[t.name]
+        if a.ndim != 2 or a.shape[1] != t.size or not np.issubdtype(a.dtype, np.integer):
+            raise ApicalError(f"{p}: {t.name}: must be an integer [N, {t.size}] array, got {a.dtype} {a.shape}")
+        if a.shape[0] == 0:
+            raise ApicalError(f"{p}: {t.name}: no samples")
+        out[t.name] = a.astype(np.int64)
+    return out
 
 
 def replace_site(layer: Layer, key: str, **changes: Any) -> Layer:
