@@ -34,8 +34,18 @@ def baseline_config(cfg: Config) -> Config:
     return dataclasses.replace(cfg, name=f"{cfg.name}-baseline", model=model, energy=energy)
 
 
-def _wants_baseline(cfg: Config) -> bool:
-    return cfg.energy.baseline and cfg.model.kind is not ModelKind.POINT
+def _with_baseline(
+    fn: Callable[[Config, Path], dict[str, Any]], cfg: Config, run_dir: Path, needs: str | None = None
+) -> dict[str, Any]:
+    """Run ``fn`` on the run and, when the config asks for a point baseline (and the
+    baseline's ``needs`` file exists), on ``run_dir/baseline`` too, nesting its summary."""
+    summary = fn(cfg, run_dir)
+    base_dir = run_dir / BASELINE_DIR
+    if not (cfg.energy.baseline and cfg.model.kind is not ModelKind.POINT):
+        return summary
+    if needs is not None and not (base_dir / needs).exists():
+        return summary
+    return {**summary, "baseline": fn(baseline_config(cfg), base_dir)}
 
 
 def _require(run_dir: Path, *names: str, hint: str) -> None:
@@ -50,33 +60,21 @@ def _require(run_dir: Path, *names: str, hint: str) -> None:
 def step_train(cfg: Config, run_dir: Path) -> dict[str, Any]:
     from apical.sw.train import train
 
-    summary = train(cfg, run_dir)
-    if _wants_baseline(cfg):
-        summary = dict(summary)
-        summary["baseline"] = train(baseline_config(cfg), run_dir / BASELINE_DIR)
-    return summary
+    return _with_baseline(train, cfg, run_dir)
 
 
 def step_export(cfg: Config, run_dir: Path) -> dict[str, Any]:
     from apical.sw.export import export_run
 
     _require(run_dir, "checkpoint.pt", hint="train")
-    summary = export_run(cfg, run_dir)
-    if _wants_baseline(cfg) and (run_dir / BASELINE_DIR / "checkpoint.pt").exists():
-        summary = dict(summary)
-        summary["baseline"] = export_run(baseline_config(cfg), run_dir / BASELINE_DIR)
-    return summary
+    return _with_baseline(export_run, cfg, run_dir, needs="checkpoint.pt")
 
 
 def step_verify(cfg: Config, run_dir: Path) -> dict[str, Any]:
     from apical.sw.verify import verify_run
 
     _require(run_dir, "checkpoint.pt", "ir/model.yaml", hint="export")
-    summary = verify_run(cfg, run_dir)
-    if _wants_baseline(cfg) and (run_dir / BASELINE_DIR / "ir" / "model.yaml").exists():
-        summary = dict(summary)
-        summary["baseline"] = verify_run(baseline_config(cfg), run_dir / BASELINE_DIR)
-    return summary
+    return _with_baseline(verify_run, cfg, run_dir, needs="ir/model.yaml")
 
 
 def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
