@@ -305,6 +305,11 @@ class ApicalTop(wiring.Component):
         best = Signal(signed(A + 1))
         best_idx = Signal(range(max(last.size, 2)))
 
+        # One input lane as wide as an activation lane: the stream may be narrower than
+        # the widest tensor (8-bit inputs, a 9..16-bit layer), so widen, never re-slice.
+        in_lane_data = Signal(unsigned(A))
+        m.d.comb += in_lane_data.eq(self.s_axis_tdata)
+
         with m.FSM(name="ctrl"):
             with m.State("IN"):
                 m.d.comb += self.s_axis_tready.eq(1)
@@ -312,7 +317,7 @@ class ApicalTop(wiring.Component):
                     m.d.comb += [
                         clear_counters.eq((in_t == 0) & (in_e == 0)),
                         act_wr.addr.eq(in_word),
-                        act_wr.data.eq(self.s_axis_tdata[:A].replicate(P)),
+                        act_wr.data.eq(in_lane_data.replicate(P)),
                         act_wr.en.eq(1 << in_lane),
                     ]
                     with m.If(in_e + 1 == t_size):
