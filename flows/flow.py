@@ -20,7 +20,7 @@ from typing import Any
 
 from apical.sw.atomic import atomic_write_json, atomic_write_text
 from apical.sw.config import Config, config_hash, config_to_dict
-from apical.sw.errors import ApicalError
+from apical.sw.errors import ApicalError, CheckFailed
 
 from .steps import STEPS, Step, step_by_name
 
@@ -127,7 +127,16 @@ def run_flow(
         if reporter:
             reporter("start", step, {})
         t0 = time.perf_counter()
-        summary = step.fn(cfg, run_dir)
+        try:
+            summary = step.fn(cfg, run_dir)
+        except CheckFailed:
+            # The step wrote its summary but its check failed: never skip it on a re-run.
+            record["steps"][step.name] = {
+                "input_hash": h, "status": "failed", "seconds": round(time.perf_counter() - t0, 3),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "skipped": False,
+            }
+            atomic_write_json(run_dir / FLOW_FILE, record)
+            raise
         seconds = time.perf_counter() - t0
         if not (run_dir / step.writes[0]).exists():
             atomic_write_json(run_dir / step.writes[0], summary)

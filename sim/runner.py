@@ -35,7 +35,7 @@ from apical.sim.counters import HW_COUNTERS, Mismatch, compare_results
 from apical.sw.atomic import atomic_write, atomic_write_json
 from apical.sw.config import Config
 from apical.sw.counts import COUNTERS
-from apical.sw.errors import ApicalError
+from apical.sw.errors import ApicalError, CheckFailed
 from apical.sw.golden import GoldenResult, run_golden
 from apical.sw.ir import IR, load_inputs, load_ir
 
@@ -43,6 +43,7 @@ __all__ = [
     "SIMULATORS",
     "LintResult",
     "SimResult",
+    "check_summary",
     "cycle_lower_bound",
     "lint_rtl",
     "sim_run",
@@ -494,7 +495,33 @@ def sim_run(cfg: Config, run_dir: Path, *, simulator: str, samples: int, waves: 
         atomic_write(dest, lambda f: f.write(data))
         summary["waves"] = str(dest.relative_to(run_dir))
     atomic_write_json(run_dir / "sim.json", summary)
+    check_summary(summary, run_dir / "sim.json")
     return summary
+
+
+def check_summary(summary: dict[str, Any], where: Path) -> None:
+    """Raise `CheckFailed` naming the first difference when ``summary`` is not a clean pass.
+
+    A simulation that disagrees with golden on any value or counter, that did
+    not return every result, or whose counters are impossible (utilization
+    above 1) is a failure, whatever else it measured.
+    """
+    sim = f"{summary['simulator']} P={summary['pes']}"
+    first = summary["mismatches"]["first"]
+    if first:
+        m = first[0]
+        what = {"output": f"layer {m['layer']} neuron {m['index']}", "class": f"class (argmax of layer {m['layer']})",
+                "beats": f"result frame of layer {m['layer']}"}.get(m["kind"], f"counter {m['index']}")
+        raise CheckFailed(
+            f"sim: RTL disagrees with golden ({sim}): sample {m['sample']}: {what}: expected {m['expected']}, "
+            f"got {m['got']}; {summary['mismatches']['count']} mismatches in all (see {where})")
+    if summary["mismatches"]["missing_results"] or summary.get("failure"):
+        why = summary.get("failure") or f"{summary['mismatches']['missing_results']} results missing"
+        raise CheckFailed(f"sim: RTL run incomplete ({sim}): {why} (see {where})")
+    if summary.get("fault"):
+        raise CheckFailed(f"sim: {summary['fault']} ({sim}; see {where})")
+    if not (summary["bit_exact"] and summary["counters_match"]):
+        raise CheckFailed(f"sim: RTL disagrees with golden ({sim}; see {where})")
 
 
 def summarize(ir: IR, golden: GoldenResult, res: SimResult) -> dict[str, Any]:
@@ -534,6 +561,14 @@ def summarize(ir: IR, golden: GoldenResult, res: SimResult) -> dict[str, Any]:
             }
         )
     sim_s = res.wall_s - res.build_s
+    # No PE does more than one synapse a cycle: utilization above 1 means the
+    # cycle counter (or the synapse counter) is wrong, never a figure to report.
+    util = syn_ops / (res.pes * cyc_total) if cyc_total else 0.0
+    fault = None
+    if util > 1.0:
+        fault = (f"utilization {util:.3f} > 1 is impossible: {syn_ops} synaptic ops in {cyc_total} cycles "
+                 f"on {res.pes} PEs (the RTL's counters are wrong)")
+        util = None
     return {
         "simulator": res.simulator,
         "pes": res.pes,
@@ -552,7 +587,8 @@ def summarize(ir: IR, golden: GoldenResult, res: SimResult) -> dict[str, Any]:
         "golden_totals": gold_totals,
         "counters_match": all(rtl_totals[c] == gold_totals[c] for c in COUNTERS) and not incomplete,
         "syn_ops": syn_ops,
-        "utilization": syn_ops / (res.pes * cyc_total) if cyc_total else 0.0,
+        "utilization": util,
+        "fault": fault,
         "cycle_lower_bound": {"per_inference_mean": float(bound.mean()) if n else 0.0, "total": int(bound.sum())},
         "cycles_over_bound": cyc_total / int(bound.sum()) if int(bound.sum()) else None,
         "sim_wall_s": sim_s,

@@ -24,7 +24,7 @@ from apical.sim import runner as runner_mod
 from apical.sim.counters import HW_COUNTERS, port_name
 from apical.sim.runner import lint_rtl, sim_run, simulate, simulator_env, summarize
 from apical.sw.config import Config, HardwareConfig
-from apical.sw.errors import ApicalError
+from apical.sw.errors import ApicalError, CheckFailed
 from apical.sw.golden import run_golden
 from apical.sw.ir import IR, Layer, Requant, Site, TensorSpec, acc_bits_needed, save_ir
 
@@ -103,7 +103,7 @@ class EchoTop(wiring.Component):
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 1):
                     m.d.sync += [
-                        self.cnt_cycles.eq(3),
+                        self.cnt_cycles.eq(events + 3),  # at least a cycle per synaptic op
                         self.cnt_events.eq(events),
                         self.cnt_syn_ops.eq(events),
                         self.cnt_weight_reads.eq(events),
@@ -224,7 +224,9 @@ def test_sim_run_reports_mismatches_without_stopping(tmp_path: Path, echo_case) 
     np.savez(run / "test_vectors.npz", labels=np.zeros(5, dtype=np.int64), **inputs)
     write_echo(run / "rtl", ir.output.size, bug=True)
     cfg = Config().replace(hardware=HardwareConfig(pes=1, backpressure=False))
-    summary = sim_run(cfg, run, simulator="icarus", samples=4, waves=False)
+    with pytest.raises(CheckFailed, match=r"sample 0: layer out neuron 1: expected -?\d+, got -?\d+"):
+        sim_run(cfg, run, simulator="icarus", samples=4, waves=False)
+    summary = json.loads((run / "sim.json").read_text())  # written before the check fails
     assert not summary["bit_exact"]
     assert summary["samples"] == 4  # every sample simulated despite the mismatches
     # Neuron 1 is wrong in every sample (its class may change too).
