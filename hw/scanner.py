@@ -14,7 +14,7 @@ finalisation that is still writing the tensor: word ``w`` is read only once
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -26,9 +26,11 @@ __all__ = ["Scanner"]
 
 
 class Scanner(wiring.Component):
-    def __init__(self, schedule: Schedule, *, queue_depth: int = 16, issue: int = 2):
+    def __init__(self, schedule: Schedule, *, queue_depth: int = 16, issue: int | None = None):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"Scanner: schedule must be a Schedule, got {type(schedule).__name__}")
+        if issue is None:
+            issue = schedule.issue
         if isinstance(issue, bool) or not isinstance(issue, int) or issue < 1:
             raise ValueError(f"Scanner: issue must be an integer >= 1, got {issue!r}")
         self._issue = min(issue, schedule.lanes)
@@ -44,11 +46,17 @@ class Scanner(wiring.Component):
             "limit": In(range(max_words + 1)),
             "act_addr": Out(range(s.act_words)),
             "act_data": In(unsigned(s.lanes * s.act_bits)),
-            "events": Out(stream.Signature(self.ev_layout)).array(s.pes),
-            "levels": In(range(queue_depth + 1)).array(s.pes),  # PE queue fill, for anycast
+            # events[p][i]: issue slot i of PE p (a queue per slot in each PE)
+            "events": Out(stream.Signature(self.ev_layout)).array(s.pes, self._issue),
+            "levels": In(range(self._issue * queue_depth + 1)).array(s.pes),  # PE queue fill, for anycast
             "done": Out(1),  # one-cycle pulse after the segment's last word
             "event": Out(range(self._issue + 1)),  # events that left this cycle (counter increment)
         })
+
+    @property
+    def issue(self) -> int:
+        """Events per cycle at most: the issue slots, one queue each in every PE."""
+        return self._issue
 
     def elaborate(self, platform):
         m = Module()
@@ -86,15 +94,15 @@ class Scanner(wiring.Component):
                         m.d.comb += [values[i].eq(raw.as_signed() if sgn else raw), nz[i].eq(raw != 0)]
 
         # Up to `issue` events per cycle: the lowest non-zero lanes not yet sent, in lane
-        # order. Event i fires only with events 0..i-1 and only to PEs none of them uses
-        # (each PE queue takes one event a cycle); accumulation order does not matter
-        # (exact integer sums), so a later lane may overtake an earlier one's PE queue.
+        # order; event i fires only with events 0..i-1 and goes to issue slot i, a queue of
+        # its own in every PE, so multicast events never compete for a PE's queue write
+        # (accumulation order does not matter: exact integer sums).
         avail = active & (~self.limited | (w < self.limit))
         rem = Signal(lanes)
         m.d.comb += rem.eq(nz & ~done_lanes)
         left = rem
         taken = Const(0, s.pes)
-        fires, onehots, emasks, payloads = [], [], [], []
+        fires, onehots = [], []
         for i in range(self._issue):
             onehot = Signal(lanes, name=f"onehot{i}")
             lane = Signal(range(max(lanes, 2)), name=f"lane_{i}")
@@ -106,9 +114,12 @@ class Scanner(wiring.Component):
             m.d.comb += pos.eq(w * lanes + lane)
             mask_rd = mask_mem.read_port(domain="comb")
             m.d.comb += mask_rd.addr.eq(index_base + pos)
+            ready = Signal(s.pes, name=f"ready{i}")
+            m.d.comb += ready.eq(Cat(self.events[p][i].ready for p in range(s.pes)))
             free = Signal(s.pes, name=f"free{i}")
-            m.d.comb += free.eq(mask_rd.data & ~taken)
-            # Anycast: of the free PEs holding the input, pick the one with the emptiest queue.
+            m.d.comb += free.eq(mask_rd.data & ~taken & ready)
+            # Anycast: of the free PEs holding the input, pick the one with the emptiest queues
+            # (a PE another event of this cycle took is not free: spread the work).
             chain = []
             for p in range(s.pes):
                 lvl_p, pick_p, found_p = (Signal(len(self.levels[0]), name=f"best_l{i}_{p}"),
@@ -127,31 +138,22 @@ class Scanner(wiring.Component):
             emask = Signal(s.pes, name=f"emask{i}")
             m.d.comb += emask.eq(Mux(anycast, pick, mask_rd.data))
             # Placeable: an input without synapses needs no PE; otherwise a free holder
-            # (anycast) or all holders free (multicast).
+            # (anycast) or every holder's slot-i queue ready (multicast).
             placeable = Signal(name=f"placeable{i}")
             m.d.comb += placeable.eq(Mux(anycast, (mask_rd.data == 0) | chain[-1][2],
-                                         (mask_rd.data & taken) == 0))
-            all_ready = Signal(name=f"all_ready{i}")
-            m.d.comb += all_ready.eq(Const(1))
-            for p in range(s.pes):
-                with m.If(emask[p] & ~self.events[p].ready):
-                    m.d.comb += all_ready.eq(0)
+                                         (mask_rd.data & ~ready) == 0))
             fire = Signal(name=f"fire{i}")
-            m.d.comb += fire.eq(avail & (left != 0) & placeable & all_ready & (fires[-1] if fires else 1))
+            m.d.comb += fire.eq(avail & (left != 0) & placeable & (fires[-1] if fires else 1))
             fires.append(fire)
             onehots.append(onehot)
-            emasks.append(emask)
-            payloads.append((index_base + pos, Array(values)[lane]))
+            value = Array(values)[lane]
+            for p in range(s.pes):
+                ev = self.events[p][i]
+                m.d.comb += [ev.valid.eq(fire & emask[p]), ev.payload.addr.eq(index_base + pos),
+                             ev.payload.value.eq(value)]
             taken = taken | Mux(fire, emask, 0)
             left = left & ~onehot
 
-        for p in range(s.pes):
-            ev = self.events[p]
-            m.d.comb += [ev.valid.eq(sum(f & e[p] for f, e in zip(fires, emasks, strict=True)) != 0),
-                         ev.payload.addr.eq(payloads[0][0]), ev.payload.value.eq(payloads[0][1])]
-            for f, e, (addr, value) in zip(fires[1:], emasks[1:], payloads[1:], strict=True):
-                with m.If(f & e[p]):
-                    m.d.comb += [ev.payload.addr.eq(addr), ev.payload.value.eq(value)]
         sent = Signal(lanes)
         m.d.comb += sent.eq(sum(Mux(f, o, 0) for f, o in zip(fires, onehots, strict=True)))
         advance = avail & ((rem == 0) | (fires[0] & (rem == sent)))

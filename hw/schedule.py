@@ -41,6 +41,7 @@ __all__ = [
     "SiteProgram",
     "TensorPlace",
     "compile_schedule",
+    "issue_slots",
 ]
 
 MODES = ("neuron", "synapse")
@@ -134,6 +135,7 @@ class Schedule:
     index_depth: int
     bias_depth: int
     max_fanout: int
+    issue: int = 2  # scanner issue slots: events per cycle at most (a queue per slot in each PE)
 
     @property
     def act_words(self) -> int:
@@ -156,6 +158,7 @@ class Schedule:
             "value_bits": self.value_bits,
             "weight_bits": self.weight_bits,
             "acc_bits": self.acc_bits,
+            "issue": self.issue,
             "synapses_per_pe": list(self.synapses_per_pe),
             "memories": {
                 "activation": {"depth": self.act_words, "width": self.lanes * self.act_bits},
@@ -230,6 +233,27 @@ def _plan_layer(layer: Layer, pes: int) -> tuple[str, dict]:
             "neuron": (neuron_cycles, n_load), "synapse": (synapse_cycles, s_load)}
     mode = "synapse" if synapse_cycles < neuron_cycles and pes > 1 else "neuron"
     return mode, plan
+
+
+def issue_slots(ir: IR, pes: int, *, max_issue: int = 8, slack: float = 1.05) -> int:
+    """Events per cycle the scanner needs: the fewest (2..``max_issue``, at most ``pes``) whose
+    estimated cycles at full activity, the sum over layers of max(synapses / P, events /
+    issue), stay within ``slack`` of the synapse bound.
+
+    A PE takes one synapse a cycle, so P PEs need about P / fan-out events a cycle to stay
+    busy: few for wide layers, more for narrow ones (the logits).
+    """
+    work = []
+    for layer in ir.layers:
+        events = sum(layer.sites[k].in_size for k in layer.site_order)
+        syn = sum(layer.sites[k].nnz for k in layer.site_order)
+        work.append((events, syn / pes))
+    bound = sum(max(1.0, b) for _, b in work)
+    top = max(1, min(max_issue, pes))
+    for k in range(min(2, top), top + 1):
+        if sum(max(1.0, b, e / k) for e, b in work) <= slack * bound:
+            return k
+    return top
 
 
 def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192) -> Schedule:
@@ -377,5 +401,5 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192) -> Sched
         acc_bits=acc_bits, tensors=tuple(tensors), n_inputs=len(ir.inputs), segments=tuple(segments),
         layers=tuple(programs), images=images, mask=tuple(mask), table=tuple(table), acc_half=acc_half,
         weight_depth=max(1, max(len(w) for w in weights)), index_depth=len(mask),
-        bias_depth=len(bias[0]), max_fanout=max_fanout,
+        bias_depth=len(bias[0]), max_fanout=max_fanout, issue=issue_slots(ir, pes),
     )

@@ -110,11 +110,13 @@ class ApicalTop(wiring.Component):
         dual = P % 2 == 0 and any(lp.mode == "synapse" for lp in s.layers)
         pes, fins = [], []
         for p in range(P):
-            pe = ProcessingElement(s, p, queue_depth=self._qdepth, fin_ports=2 if dual else 1)
+            pe = ProcessingElement(s, p, queue_depth=self._qdepth, fin_ports=2 if dual else 1,
+                                   slots=scanner.issue)
             fin = Finaliser(s, p)
             m.submodules[f"pe{p}"] = pe
             m.submodules[f"fin{p}"] = fin
-            wiring.connect(m, scanner.events[p], pe.event)
+            for j in range(scanner.issue):
+                wiring.connect(m, scanner.events[p][j], pe.event[j])
             m.d.comb += scanner.levels[p].eq(pe.level)
             pes.append(pe)
             fins.append(fin)
