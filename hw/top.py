@@ -167,14 +167,12 @@ class ApicalTop(wiring.Component):
         synapse_mode = Signal()
         out_base = Signal(range(s.act_words))
         region = Signal()
-        out_tensor = Signal(range(len(s.tensors)))
         lanes_n = Signal(P)
         with m.Switch(fn_layer):
             for li, lp in enumerate(s.layers):
                 with m.Case(li):
                     m.d.comb += [steps.eq(lp.steps), synapse_mode.eq(lp.mode == "synapse"),
-                                 out_base.eq(s.tensors[lp.out_tensor].word_base), region.eq(lp.region),
-                                 out_tensor.eq(lp.out_tensor)]
+                                 out_base.eq(s.tensors[lp.out_tensor].word_base), region.eq(lp.region)]
                     if lp.mode == "neuron":
                         for p in range(P):
                             m.d.comb += lanes_n[p].eq(fn_k < lp.slots[p])
@@ -256,23 +254,23 @@ class ApicalTop(wiring.Component):
         ]
 
         # ------------------------------------------------------------- scan process
-        n_segs = len(s.segments)
-        first_scan = Signal()  # the last input beat starts the first segment's scan
-        sc_seg = Signal(range(n_segs))
         sc_layer = Signal(range(n_layers))
-        seg_last = Signal()
-        seg_tensor = Signal(range(len(s.tensors)))
-        seg_size = Signal(range(max(t.size for t in s.tensors) + 1))
-        with m.Switch(sc_seg):
-            for gi, g in enumerate(s.segments):
-                with m.Case(gi):
-                    lp = s.layers[g.layer]
-                    m.d.comb += [seg_last.eq(gi == lp.segments[-1]), seg_tensor.eq(g.tensor),
-                                 seg_size.eq(s.tensors[g.tensor].size)]
+        first_seg = Signal(range(len(s.segments)))  # the next layer's first scan segment
+        with m.Switch(sc_layer):
+            for li in range(n_layers):
+                with m.Case(li):
+                    m.d.comb += first_seg.eq(s.layers[min(li + 1, n_layers - 1)].segments[0])
+        # A scan trails the finalisation of its input: from fn_start on (fn_words is stale then).
+        lim_layer = Signal(range(n_layers))
+        m.d.comb += lim_layer.eq(Mux(fn_start, sc_layer, fn_layer))
+        with m.Switch(lim_layer):
+            for li, lp in enumerate(s.layers):
+                with m.Case(li):
+                    m.d.comb += scanner.limit_tensor.eq(lp.out_tensor)
         m.d.comb += [
-            scanner.seg.eq(Mux(first_scan, 0, sc_seg)),
-            scanner.limited.eq(fn_active & (seg_tensor == out_tensor)),
-            scanner.limit.eq(fn_words),
+            scanner.limit_active.eq(fn_start | fn_active),
+            scanner.limit.eq(Mux(fn_start, 0, fn_words)),
+            inc["act_reads"].eq(scanner.reads),
         ]
 
         # ------------------------------------------------------------- input and output streams
@@ -325,10 +323,8 @@ class ApicalTop(wiring.Component):
                     with m.If(in_e + 1 == t_size):
                         m.d.sync += [in_e.eq(0), in_lane.eq(0), in_word.eq(next_base)]
                         with m.If(in_t == n_in - 1):
-                            m.d.sync += [in_t.eq(0), sc_seg.eq(0), sc_layer.eq(0)]
-                            m.d.comb += [first_scan.eq(1), scanner.start.eq(1),
-                                         inc["act_reads"].eq(s.tensors[s.segments[0].tensor].size)]
-                            m.next = "SCAN"
+                            m.d.sync += [in_t.eq(0), sc_layer.eq(0)]
+                            m.next = "GO"
                         with m.Else():
                             m.d.sync += in_t.eq(in_t + 1)
                     with m.Else():
@@ -337,23 +333,20 @@ class ApicalTop(wiring.Component):
                             m.d.sync += [in_lane.eq(0), in_word.eq(in_word + 1)]
                         with m.Else():
                             m.d.sync += in_lane.eq(in_lane + 1)
-            with m.State("SCAN_START"):
-                m.d.comb += [scanner.start.eq(1), inc["act_reads"].eq(seg_size)]
-                m.next = "SCAN"
-            with m.State("SCAN"), m.If(scanner.done):
-                with m.If(seg_last):
-                    m.next = "DRAIN"
-                with m.Else():
-                    m.d.sync += sc_seg.eq(sc_seg + 1)
-                    m.next = "SCAN_START"
-            with m.State("DRAIN"), m.If(~any_busy & ~fn_active):
+            # The last input beat is written at the end of its cycle: scan from the next one.
+            with m.State("GO"):
+                m.d.comb += [scanner.seg.eq(0), scanner.start.eq(1)]
+                m.next = "RUN"
+            # A layer is done once the scanner has sent its last event and the PEs have
+            # only their last accumulator writes in flight: finalise it and start the next.
+            with m.State("RUN"), m.If(~scanner.busy & ~any_busy & ~fn_active):
                 m.d.comb += fn_start.eq(1)
                 m.d.sync += fn_layer.eq(sc_layer)
                 with m.If(sc_layer == n_layers - 1):
                     m.next = "FINISH"
                 with m.Else():
-                    m.d.sync += [sc_layer.eq(sc_layer + 1), sc_seg.eq(sc_seg + 1)]
-                    m.next = "SCAN_START"
+                    m.d.sync += sc_layer.eq(sc_layer + 1)
+                    m.d.comb += [scanner.seg.eq(first_seg), scanner.start.eq(1)]
             # The last finaliser write is this cycle at the latest: OUT reads it from the next.
             with m.State("FINISH"), m.If(~fn_issuing & (sum(pipe_valid[:-1]) == 0) & ~fn_start):
                 m.d.sync += out_n.eq(0)
