@@ -27,10 +27,12 @@ accumulator valid bits.
 
 from __future__ import annotations
 
+from amaranth.hdl import Const as C
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
 from apical.hw.finaliser import Finaliser, finaliser_in_bits, finaliser_latency
 from apical.hw.pe import ProcessingElement
@@ -168,17 +170,35 @@ class ApicalTop(wiring.Component):
         out_base = Signal(range(s.act_words))
         region = Signal()
         lanes_n = Signal(P)
+        in_bits = finaliser_in_bits(s)
+        # Neuron mode with groups of G PEs: the finaliser of lane p takes the sum of its group's
+        # partial accumulators (G = 1: its own PE's).
+        group_sums = {}
+        for g in sorted({lp.group for lp in s.layers if lp.mode == "neuron"}):
+            groups = P // g
+            group_sums[g] = tuple(
+                [sum(getattr(pes[(p % groups) * g + r], f"fin_acc{b}") for r in range(g)) for p in range(P)]
+                for b in (0, 1))
+        nsum0 = [Signal(signed(in_bits), name=f"nsum0_{p}") for p in range(P)]
+        nsum1 = [Signal(signed(in_bits), name=f"nsum1_{p}") for p in range(P)]
+        k_word = Signal(len(fn_k))  # neuron mode: output word of step fn_k
+        word_end = Signal()  # neuron mode: step fn_k completes its word
         with m.Switch(fn_layer):
             for li, lp in enumerate(s.layers):
                 with m.Case(li):
                     m.d.comb += [steps.eq(lp.steps), synapse_mode.eq(lp.mode == "synapse"),
                                  out_base.eq(s.tensors[lp.out_tensor].word_base), region.eq(lp.region)]
                     if lp.mode == "neuron":
+                        # Lane p finalises group p % (P / G) on the steps k with k % G == p // (P / G).
+                        g, groups = lp.group, P // lp.group
+                        phase = fn_k[:exact_log2(g)] if g > 1 else C(0, 1)
                         for p in range(P):
-                            m.d.comb += lanes_n[p].eq(fn_k < lp.slots[p])
+                            m.d.comb += lanes_n[p].eq((phase == p // groups) & (fn_k < lp.slots[p % groups]))
+                            m.d.comb += [nsum0[p].eq(group_sums[g][0][p]), nsum1[p].eq(group_sums[g][1][p])]
+                        m.d.comb += [k_word.eq(fn_k >> exact_log2(g)),
+                                     word_end.eq((phase == g - 1) | (fn_k + 1 >= steps))]
         acc_addr = Signal(range(s.acc_depth))
         m.d.comb += acc_addr.eq(region * s.acc_half + fn_k)
-        in_bits = finaliser_in_bits(s)
         tree0, tree1 = Signal(signed(in_bits)), Signal(signed(in_bits))
         m.d.comb += [tree0.eq(sum(pe.fin_acc0 for pe in pes)), tree1.eq(sum(pe.fin_acc1 for pe in pes))]
         # Synapse mode: neuron fn_k goes to lane fn_kl, neuron fn_k + 1 (second tree,
@@ -201,8 +221,8 @@ class ApicalTop(wiring.Component):
             m.d.sync += [
                 fin.valid.eq(fn_issuing), fin.layer.eq(fn_layer),
                 fin.k.eq(fn_k + Mux(synapse_mode, 1, 0) if odd else fn_k),
-                fin.acc0.eq(Mux(synapse_mode, tree0_b if odd else tree0, pe.fin_acc0)),
-                fin.acc1.eq(Mux(synapse_mode, tree1_b if odd else tree1, pe.fin_acc1)),
+                fin.acc0.eq(Mux(synapse_mode, tree0_b if odd else tree0, nsum0[p])),
+                fin.acc1.eq(Mux(synapse_mode, tree1_b if odd else tree1, nsum1[p])),
             ]
         lanes_s = Signal(P)
         m.d.comb += lanes_s.eq((1 << fn_kl) | Mux(second, 2 << fn_kl, 0))
@@ -210,10 +230,10 @@ class ApicalTop(wiring.Component):
         m.d.comb += s_step.eq(Mux(synapse_mode, fn_step, 1))
         m.d.sync += [
             pipe_valid[0].eq(fn_issuing),
-            pipe_word[0].eq(out_base + Mux(synapse_mode, fn_kw, fn_k)),
-            pipe_rel[0].eq(Mux(synapse_mode, fn_kw, fn_k) + 1),
+            pipe_word[0].eq(out_base + Mux(synapse_mode, fn_kw, k_word)),
+            pipe_rel[0].eq(Mux(synapse_mode, fn_kw, k_word) + 1),
             pipe_lanes[0].eq(Mux(synapse_mode, lanes_s, lanes_n)),
-            pipe_last[0].eq(~synapse_mode | (fn_kl + fn_step == P) | (fn_k + fn_step >= steps)),
+            pipe_last[0].eq(Mux(synapse_mode, (fn_kl + fn_step == P) | (fn_k + fn_step >= steps), word_end)),
             pipe_layer[0].eq(fn_layer),
         ]
         for i in range(1, LATENCY):
