@@ -27,13 +27,14 @@ accumulator valid bits.
 
 from __future__ import annotations
 
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.hdl import Const as C
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import exact_log2
+from amaranth.utils import bits_for, exact_log2
 
+from apical.hw.counters import COUNTER_BITS, CounterBank
 from apical.hw.finaliser import Finaliser, finaliser_in_bits, finaliser_latency
 from apical.hw.pe import ProcessingElement
 from apical.hw.scanner import Scanner
@@ -42,8 +43,6 @@ from apical.sw.counts import COUNTERS
 from apical.sw.ir import IR
 
 __all__ = ["COUNTER_BITS", "ApicalTop", "stream_widths"]
-
-COUNTER_BITS = 32
 
 
 def _round8(n: int) -> int:
@@ -125,20 +124,18 @@ class ApicalTop(wiring.Component):
         # Finalisation may start while the PEs' last accumulator writes (S3) are in flight:
         # its first read is the next cycle, after those writes.
         any_busy = Signal()
-        m.d.comb += any_busy.eq(sum(pe.busy_front for pe in pes) != 0)
+        m.d.comb += any_busy.eq(Cat(pe.busy_front for pe in pes).any())
 
         # ------------------------------------------------------------- counters
-        cnt = {c: Signal(COUNTER_BITS, name=f"c_{c}") for c in ("cycles", *COUNTERS)}
-        for c, sig in cnt.items():
-            m.d.comb += getattr(self, f"cnt_{c}").eq(sig)
-        clear_counters = Signal()
-        inc = {c: Signal(COUNTER_BITS, name=f"inc_{c}") for c in cnt}
-        for c in cnt:
-            # The first beat may also be the last, which already counts the first scan's reads.
-            with m.If(clear_counters):
-                m.d.sync += cnt[c].eq(inc[c])
-            with m.Else():
-                m.d.sync += cnt[c].eq(cnt[c] + inc[c])
+        inc_bits = {"cycles": 1, "events": len(scanner.event), "syn_ops": bits_for(P),
+                    "weight_reads": bits_for(P), "acc_updates": bits_for(P), "act_reads": len(scanner.reads),
+                    "act_writes": bits_for(P), "requants": bits_for(2 * P), "table_lookups": bits_for(P)}
+        assert set(inc_bits) == {"cycles", *COUNTERS}
+        m.submodules.counters = counters = CounterBank(inc_bits, bits=COUNTER_BITS)
+        for c in inc_bits:
+            m.d.comb += getattr(self, f"cnt_{c}").eq(getattr(counters, f"cnt_{c}"))
+        inc = {c: getattr(counters, f"inc_{c}") for c in inc_bits}
+        clear_counters = counters.clear
         m.d.comb += [
             inc["events"].eq(scanner.event),
             inc["syn_ops"].eq(sum(pe.issue for pe in pes)),
@@ -163,7 +160,7 @@ class ApicalTop(wiring.Component):
         pipe_last = [Signal(name=f"fp{i}_last") for i in range(LATENCY)]
         pipe_layer = [Signal(range(n_layers), name=f"fp{i}_layer") for i in range(LATENCY)]
         fn_active = Signal()
-        m.d.comb += fn_active.eq(fn_issuing | sum(pipe_valid) != 0)
+        m.d.comb += fn_active.eq(fn_issuing | Cat(pipe_valid).any())
 
         steps = Signal(len(fn_k))
         synapse_mode = Signal()
