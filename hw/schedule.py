@@ -229,12 +229,12 @@ class _Plan:
     est: dict[str, int]  # estimated cycles at full activity per mode
 
 
-def _plan_layer(layer: Layer, pes: int, *, max_group: int = 8) -> _Plan:
+def _plan_layer(layer: Layer, pes: int, *, max_group: int = 8, min_group: int = 1) -> _Plan:
     """Choose the partitioning of one layer by estimated cycles at full activity.
 
     Neuron mode with groups of ``G`` PEs: the neurons are spread over ``P / G``
-    groups (balanced by fan-in), each neuron's synapses dealt round-robin over
-    its group's PEs. ``G = 1`` is one neuron per PE; a larger ``G`` balances a
+    groups (balanced by fan-in), each input's synapses into a group dealt
+    round-robin over the group's PEs (partial sums, added at finalisation). ``G = 1`` is one neuron per PE; a larger ``G`` balances a
     layer with few neurons per PE (at P = 64, 64 neurons of unequal fan-in) at the
     cost of ``G`` finalisation steps per output word.
     """
@@ -242,7 +242,7 @@ def _plan_layer(layer: Layer, pes: int, *, max_group: int = 8) -> _Plan:
     best = None
     g = 1
     while g <= min(pes, max_group):
-        if pes % g == 0:
+        if pes % g == 0 and (g >= min_group or g == min(pes, max_group)):
             groups = pes // g
             cap = math.ceil(layer.size / groups)
             owner = _lpt(fan_in, groups, cap)
@@ -285,7 +285,8 @@ def issue_slots(ir: IR, pes: int, *, max_issue: int = 8, slack: float = 1.05) ->
     return top
 
 
-def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192, max_group: int = 8) -> Schedule:
+def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192, max_group: int = 8,
+                     min_group: int = 1) -> Schedule:
     """Fold ``ir`` onto ``pes`` processing elements; see the module docstring.
 
     ``replicate_budget``: extra weight entries (over all PEs) a synapse-partitioned
@@ -308,7 +309,7 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192, max_grou
 
     if isinstance(max_group, bool) or not isinstance(max_group, int) or max_group < 1:
         raise ApicalError(f"schedule: max_group must be an integer >= 1, got {max_group!r}")
-    plans = [_plan_layer(layer, pes, max_group=max_group) for layer in ir.layers]
+    plans = [_plan_layer(layer, pes, max_group=max_group, min_group=min_group) for layer in ir.layers]
 
     # Stored positions: inputs and synapse-mode layers in element order,
     # neuron-mode layers in (slot, PE) order so finalisation writes whole words.
@@ -349,7 +350,6 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192, max_grou
     for li, (layer, plan) in enumerate(zip(ir.layers, plans, strict=True)):
         mode, g_size = plan.mode, plan.group
         owner, slot, counts, steps = slots_of[li]
-        dealt = np.zeros(layer.size, dtype=np.int64)  # neuron mode: synapses dealt per neuron
         region = li % 2
         replicas = 1
         if mode == "synapse":
@@ -380,12 +380,16 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192, max_grou
                         i = offset + e
                         lo, hi = int(site.indptr[i]), int(site.indptr[i + 1])
                         if mode == "neuron":
-                            # A neuron's synapses are dealt round-robin over its group's PEs.
+                            # An input's synapses into a group are dealt round-robin over the
+                            # group's PEs: every event loads them evenly, whatever the activity.
+                            dealt = {}
                             for j in range(lo, hi):
                                 tgt = int(site.indices[j])
-                                pe = int(owner[tgt]) * g_size + int(dealt[tgt] + tgt) % g_size
-                                dealt[tgt] += 1
-                                weights[pe].append((region * acc_half + int(slot[tgt]), bank, int(site.data[j])))
+                                grp = int(owner[tgt])
+                                c = dealt.get(grp, i)
+                                dealt[grp] = c + 1
+                                weights[grp * g_size + c % g_size].append(
+                                    (region * acc_half + int(slot[tgt]), bank, int(site.data[j])))
                         else:
                             # The whole fan-out on each of the input's `replicas` PEs; the
                             # scanner sends each event to the least-loaded of them.
