@@ -36,6 +36,7 @@ from amaranth.utils import bits_for, exact_log2
 
 from apical.hw.counters import COUNTER_BITS, CounterBank
 from apical.hw.finaliser import Finaliser, finaliser_in_bits, finaliser_latency
+from apical.hw.output import OutputStage
 from apical.hw.pe import ProcessingElement
 from apical.hw.scanner import Scanner
 from apical.hw.schedule import Schedule, compile_schedule
@@ -306,21 +307,12 @@ class ApicalTop(wiring.Component):
                 with m.Case(ti):
                     m.d.comb += next_base.eq(s.tensors[(ti + 1) % n_in].word_base)
 
-        last = s.layers[-1]
-        last_t = s.tensors[last.out_tensor]
-        out_n = Signal(range(last.size + 1))
-        m.submodules.out_pos = out_pos = Memory(
-            shape=unsigned(len(Signal(range(s.act_words))) + len(Signal(range(max(P, 2))))),
-            depth=last.size, init=[])
-        lane_bits = len(Signal(range(max(P, 2))))
-        out_pos.init = [((last_t.word_base + p // P) << lane_bits) | (p % P) for p in last_t.positions]
-        pos_rd = out_pos.read_port(domain="comb")
-        m.d.comb += [pos_rd.addr.eq(out_n), out_rd.addr.eq(pos_rd.data[lane_bits:])]
-        raw = out_rd.data.word_select(pos_rd.data[:lane_bits], A)[:last.out_bits]
-        out_val = Signal(signed(A + 1))
-        m.d.comb += out_val.eq(raw.as_signed() if last.out_signed else raw)
-        best = Signal(signed(A + 1))
-        best_idx = Signal(range(max(last.size, 2)))
+        m.submodules.output = output = OutputStage(s, len(self.m_axis_tdata))
+        m.d.comb += [
+            out_rd.addr.eq(output.act_addr), output.act_data.eq(out_rd.data),
+            self.m_axis_tvalid.eq(output.beats.valid), self.m_axis_tdata.eq(output.beats.payload.data),
+            self.m_axis_tlast.eq(output.beats.payload.last), output.beats.ready.eq(self.m_axis_tready),
+        ]
 
         # One input lane as wide as an activation lane: the stream may be narrower than
         # the widest tensor (8-bit inputs, a 9..16-bit layer), so widen, never re-slice.
@@ -365,21 +357,11 @@ class ApicalTop(wiring.Component):
                     m.d.sync += sc_layer.eq(sc_layer + 1)
                     m.d.comb += [scanner.seg.eq(first_seg), scanner.start.eq(1)]
             # The last finaliser write is this cycle at the latest: OUT reads it from the next.
-            with m.State("FINISH"), m.If(~fn_issuing & (sum(pipe_valid[:-1]) == 0) & ~fn_start):
-                m.d.sync += out_n.eq(0)
+            with m.State("FINISH"), m.If(~fn_issuing & ~Cat(pipe_valid[:-1]).any() & ~fn_start):
+                m.d.comb += output.start.eq(1)
                 m.next = "OUT"
-            with m.State("OUT"):
-                m.d.comb += [self.m_axis_tvalid.eq(1), self.m_axis_tdata.eq(out_val)]
-                with m.If(self.m_axis_tready):
-                    with m.If((out_n == 0) | (out_val > best)):
-                        m.d.sync += [best.eq(out_val), best_idx.eq(out_n)]
-                    m.d.sync += out_n.eq(out_n + 1)
-                    with m.If(out_n == last.size - 1):
-                        m.next = "CLASS"
-            with m.State("CLASS"):
-                m.d.comb += [self.m_axis_tvalid.eq(1), self.m_axis_tdata.eq(best_idx), self.m_axis_tlast.eq(1)]
-                with m.If(self.m_axis_tready):
-                    m.next = "IN"
+            with m.State("OUT"), m.If(output.done):
+                m.next = "IN"
             running = Signal()
             m.d.comb += running.eq(~self.s_axis_tready & ~self.m_axis_tvalid)
 
