@@ -99,21 +99,30 @@ class ProcessingElement(wiring.Component):
                             m.d.comb += pick.eq(j)
         head = self.ev_layout(Array(q.r_data for q in queues)[pick])
 
-        # Walker: the next event's range is loaded while the last synapse of the current one issues.
-        ix_rd = index_mem.read_port(domain="comb")
+        # Next-event stage: an event leaves its queue into `nxt` while its fan-out range is
+        # read from the index memory (a registered read), so the walker below loads ready
+        # values: the queue, the index memory and the walker are three short paths.
+        ix_rd = index_mem.read_port()
         ix = ix_rd.data
+        nxt_valid, nxt_val = Signal(), Signal(signed(s.value_bits))
         ptr = Signal(len(ix.start))
         end = Signal(len(ix.start))
         val = Signal(signed(s.value_bits))
         active = Signal()
         last = (ptr + 1) == end
-        take = ~active | last
-        m.d.comb += ix_rd.addr.eq(head.addr)
-        with m.If(take & any_ready):
+        take = ~active | last  # the walker takes the next event this cycle
+        pop = Signal()
+        m.d.comb += [pop.eq(any_ready & (~nxt_valid | take)), ix_rd.addr.eq(head.addr), ix_rd.en.eq(pop)]
+        with m.If(pop):
             for j, q in enumerate(queues):
                 m.d.comb += q.r_en.eq(pick == j)
-            m.d.sync += rr.eq(Mux(pick == k - 1, 0, pick + 1))
-            m.d.sync += [ptr.eq(ix.start), end.eq(ix.start + ix.count), val.eq(head.value),
+            m.d.sync += [rr.eq(Mux(pick == k - 1, 0, pick + 1)), nxt_valid.eq(1), nxt_val.eq(head.value)]
+        with m.Elif(take):
+            m.d.sync += nxt_valid.eq(0)
+
+        # Walker: the next event's range is loaded while the last synapse of the current one issues.
+        with m.If(take & nxt_valid):
+            m.d.sync += [ptr.eq(ix.start), end.eq(ix.start + ix.count), val.eq(nxt_val),
                          active.eq(ix.count != 0)]
         with m.Elif(take):
             m.d.sync += active.eq(0)
@@ -159,8 +168,8 @@ class ProcessingElement(wiring.Component):
                              fin_b[bank].eq(Mux(valid.bit_select(self.fin_addr_b, 1), fin_rd_b.data, 0))]
 
         m.d.comb += [
-            self.busy.eq(any_ready | active | s1_valid | s2_valid | s3_valid),
-            self.busy_front.eq(any_ready | active | s1_valid | s2_valid),
+            self.busy.eq(any_ready | nxt_valid | active | s1_valid | s2_valid | s3_valid),
+            self.busy_front.eq(any_ready | nxt_valid | active | s1_valid | s2_valid),
             self.level.eq(sum(q.level for q in queues)),
             self.issue.eq(active),
             self.read.eq(s1_valid),

@@ -104,8 +104,7 @@ class Scanner(wiring.Component):
         active = Signal()  # words of the layer left to fetch
         seg = Signal(range(len(s.segments)))
         w = Signal(range(max_words + 1))
-        f_seg, f_w = Signal.like(seg), Signal.like(w)  # the word to fetch this cycle
-        m.d.comb += [f_seg.eq(Mux(self.start, self.seg, seg)), f_w.eq(Mux(self.start, 0, w))]
+        f_seg, f_w = seg, w  # the word to fetch this cycle
         word_base = Signal(range(s.act_words))
         n_words = Signal(len(w))
         index_base = Signal(range(s.index_depth))
@@ -126,7 +125,7 @@ class Scanner(wiring.Component):
         blocked = Signal()
         m.d.comb += blocked.eq(self.limit_active & (tensor == self.limit_tensor) & (f_w >= self.limit))
         can_fetch = Signal()
-        m.d.comb += can_fetch.eq((self.start | active) & ~blocked)
+        m.d.comb += can_fetch.eq(active & ~blocked)
 
         # Decode each lane by the tensor's (bits, signed) format.
         values = [Signal(signed(s.value_bits), name=f"lane{i}") for i in range(lanes)]
@@ -156,11 +155,9 @@ class Scanner(wiring.Component):
             m.d.comb += value.eq(_any(Mux(onehot[i], cur_vals[i], 0) for i in range(lanes)))
             addr = Signal(self.ev_layout["addr"].shape.width, name=f"cand{j}_addr")
             m.d.comb += addr.eq(cur_base + lane)
-            mask_rd = mask_mem.read_port(domain="comb")
-            m.d.comb += mask_rd.addr.eq(addr)
             valid = Signal(name=f"cand{j}_valid")
             m.d.comb += valid.eq(left != 0)
-            cands.append((valid, addr, value, mask_rd.data))
+            cands.append((valid, addr, value))
             nxt = Signal(lanes, name=f"prefix{j + 1}")
             m.d.comb += nxt.eq(prefix[-1] | onehot)
             prefix.append(nxt)
@@ -170,7 +167,10 @@ class Scanner(wiring.Component):
         s_valid = [Signal(name=f"slot{i}_valid") for i in range(k)]
         s_addr = [Signal(self.ev_layout["addr"].shape.width, name=f"slot{i}_addr") for i in range(k)]
         s_val = [Signal(signed(s.value_bits), name=f"slot{i}_value") for i in range(k)]
-        s_mask = [Signal(P, name=f"slot{i}_mask") for i in range(k)]
+        # Each slot's event mask is a registered read of the mask memory, addressed as the
+        # slot is loaded (no memory read between the word register and the slot registers).
+        mask_rds = [mask_mem.read_port() for _ in range(k)]
+        s_mask = [rd.data for rd in mask_rds]
         s_any = [Signal(name=f"slot{i}_any") for i in range(k)]
         fires, empties = [], []
         for i in range(k):
@@ -199,13 +199,15 @@ class Scanner(wiring.Component):
         for i in range(k):
             rank = Signal(range(k + 1), name=f"rank{i}")
             m.d.comb += rank.eq(sum(empties[:i]) if i else 0)
+            m.d.comb += [mask_rds[i].en.eq(empties[i]), mask_rds[i].addr.eq(s_addr[i])]
             with m.If(empties[i]):
                 m.d.sync += s_valid[i].eq(0)
                 for r in range(i + 1):  # the rank of slot i is at most i
-                    valid, addr, value, mask = cands[r]
+                    valid, addr, value = cands[r]
                     with m.If(rank == r):
                         m.d.sync += [s_valid[i].eq(valid), s_addr[i].eq(addr), s_val[i].eq(value),
-                                     s_mask[i].eq(mask), s_any[i].eq(cur_any)]
+                                     s_any[i].eq(cur_any)]
+                        m.d.comb += mask_rds[i].addr.eq(addr)
         n_used = Signal(range(k + 1))
         m.d.comb += n_used.eq(sum(empties))
         taken = Signal(lanes)
@@ -229,7 +231,8 @@ class Scanner(wiring.Component):
                 m.d.sync += [seg.eq(f_seg), w.eq(f_w + 1), active.eq(1)]
         with m.Else():
             m.d.sync += cur_left.eq(left_next)
-            with m.If(self.start):
-                m.d.sync += [seg.eq(self.seg), w.eq(0), active.eq(1)]
+        # Only registers take the start: the first word is fetched from the next cycle.
+        with m.If(self.start):
+            m.d.sync += [seg.eq(self.seg), w.eq(0), active.eq(1)]
         m.d.comb += self.busy.eq(active | (cur_left != 0) | Cat(s_valid).any())
         return m

@@ -278,16 +278,15 @@ class ApicalTop(wiring.Component):
             for li in range(n_layers):
                 with m.Case(li):
                     m.d.comb += first_seg.eq(s.layers[min(li + 1, n_layers - 1)].segments[0])
-        # A scan trails the finalisation of its input: from fn_start on (fn_words is stale then).
-        lim_layer = Signal(range(n_layers))
-        m.d.comb += lim_layer.eq(Mux(fn_start, sc_layer, fn_layer))
-        with m.Switch(lim_layer):
+        # A scan trails the finalisation of its input (the scanner fetches nothing in the
+        # fn_start cycle: it starts then, or is idle).
+        with m.Switch(fn_layer):
             for li, lp in enumerate(s.layers):
                 with m.Case(li):
                     m.d.comb += scanner.limit_tensor.eq(lp.out_tensor)
         m.d.comb += [
-            scanner.limit_active.eq(fn_start | fn_active),
-            scanner.limit.eq(Mux(fn_start, 0, fn_words)),
+            scanner.limit_active.eq(fn_active),
+            scanner.limit.eq(fn_words),
             inc["act_reads"].eq(scanner.reads),
         ]
 
@@ -332,8 +331,10 @@ class ApicalTop(wiring.Component):
                     with m.If(in_e + 1 == t_size):
                         m.d.sync += [in_e.eq(0), in_lane.eq(0), in_word.eq(next_base)]
                         with m.If(in_t == n_in - 1):
+                            # The scanner's first fetch is in the next cycle, after this write.
                             m.d.sync += [in_t.eq(0), sc_layer.eq(0)]
-                            m.next = "GO"
+                            m.d.comb += [scanner.seg.eq(0), scanner.start.eq(1)]
+                            m.next = "RUN"
                         with m.Else():
                             m.d.sync += in_t.eq(in_t + 1)
                     with m.Else():
@@ -342,10 +343,6 @@ class ApicalTop(wiring.Component):
                             m.d.sync += [in_lane.eq(0), in_word.eq(in_word + 1)]
                         with m.Else():
                             m.d.sync += in_lane.eq(in_lane + 1)
-            # The last input beat is written at the end of its cycle: scan from the next one.
-            with m.State("GO"):
-                m.d.comb += [scanner.seg.eq(0), scanner.start.eq(1)]
-                m.next = "RUN"
             # A layer is done once the scanner has sent its last event and the PEs have
             # only their last accumulator writes in flight: finalise it and start the next.
             with m.State("RUN"), m.If(~scanner.busy & ~any_busy & ~fn_active):
