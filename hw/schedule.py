@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from amaranth.utils import bits_for
 
 from apical.sw.errors import ApicalError
 from apical.sw.ir import IR, Layer
@@ -165,7 +166,7 @@ class Schedule:
                 "activation": {"depth": self.act_words, "width": self.lanes * self.act_bits},
                 "weight_per_pe": {"depth": self.weight_depth, "width": _entry_bits(self)},
                 "index_per_pe": {"depth": self.index_depth,
-                                 "width": _bits_for(self.weight_depth) + _bits_for(self.max_fanout)},
+                                 "width": bits_for(self.weight_depth) + bits_for(self.max_fanout)},
                 "bias_per_pe": {"depth": self.bias_depth, "width": 2 * self.acc_bits},
                 "accumulator_per_pe": {"depth": self.acc_depth, "width": self.acc_bits, "banks": 2},
                 "event_mask": {"depth": self.index_depth, "width": self.pes},
@@ -190,13 +191,8 @@ class Schedule:
         }
 
 
-def _bits_for(n: int) -> int:
-    """Unsigned width holding 0..n."""
-    return max(1, int(n).bit_length())
-
-
 def _entry_bits(s: Schedule) -> int:
-    return _bits_for(max(s.acc_depth - 1, 1)) + 1 + s.weight_bits
+    return bits_for(max(s.acc_depth - 1, 1)) + 1 + s.weight_bits
 
 
 def _lpt(loads: np.ndarray, bins: int, capacity: int) -> np.ndarray:

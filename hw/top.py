@@ -54,7 +54,7 @@ def stream_widths(ir: IR) -> tuple[int, int]:
     """(s_axis_tdata, m_axis_tdata) widths in bits: whole bytes."""
     in_w = _round8(max(t.bits for t in ir.inputs))
     last = ir.layers[-1]
-    out_w = _round8(max(last.out_bits, max(1, (last.size - 1).bit_length())))
+    out_w = _round8(max(last.out_bits, bits_for(max(last.size - 1, 0))))
     return in_w, out_w
 
 
