@@ -1,8 +1,11 @@
 """Processing element: event queue, fan-out walker, one multiply-accumulate per cycle.
 
-Events (index-memory address, activation value) arrive on a stream into a
-per-PE queue, so PEs are decoupled and balance over the whole layer. For each
-event the PE reads the input's fan-out range from its index memory and walks
+Events (index-memory address, activation value) arrive on ``slots`` streams,
+one per scanner issue slot, each into a queue of its own, so the scanner can
+hand a PE several events a cycle and PEs are decoupled and balance over the
+whole layer. The PE takes the queues' heads round robin; for each event it
+reads the input's fan-out range from its index memory (a registered read in
+a next-event stage) and walks
 its weight memory, one synapse per cycle, back to back across events. The
 multiplier has registered inputs and output (maps to one DSP48E2). Two
 accumulator banks (main/r and c) are read-modify-written in one stage, so

@@ -16,12 +16,16 @@ Stream format (docs/contracts.md, "Hardware top level"):
   stable from then on until the next one.
 
 Flow of one inference: IN (inputs written to activation memory; the last
-beat starts the first scan) -> RUN (per layer: scan each source segment of
-each site, up to two events a cycle, PEs accumulate; once only the PEs' last
-accumulator writes are in flight, finalisation writes the outputs, two
-neurons a cycle for synapse-partitioned layers, while the next layer's scan
-trails it word by word) -> OUT (values, class). A synchronous
-``rst`` at any point returns to IN with empty queues and cleared
+beat starts the scanner) -> RUN (per layer: the `Scanner` walks every source
+segment of the layer and sends up to ``schedule.issue`` events a cycle into
+per-slot queues of the PEs, which drain them independently; once the scanner
+is empty and only the PEs' last accumulator writes are in flight,
+finalisation writes the outputs, P / G neurons a step for neuron-partitioned
+layers on groups of G PEs, two a cycle for synapse-partitioned ones, while
+the next layer's scan trails it word by word) -> FINISH -> OUT (the
+`OutputStage`: values, class). Named parts: ``scanner``, ``pe<p>``,
+``fin<p>``, ``counters`` (`CounterBank`), ``output`` (`OutputStage`). A
+synchronous ``rst`` at any point returns to IN with empty queues and cleared
 accumulator valid bits.
 """
 
