@@ -101,6 +101,7 @@ def step_sim(cfg: Config, run_dir: Path) -> dict[str, Any]:
         simulator=cfg.hardware.simulator,
         samples=cfg.hardware.sim_samples,
         waves=cfg.hardware.waves,
+        path=cfg.hardware.sim_path,
     )
 
 
@@ -184,10 +185,11 @@ STEPS: tuple[Step, ...] = (
     Step(
         "sim",
         step_sim,
-        ("hardware.simulator", "hardware.sim_samples", "hardware.waves", "hardware.backpressure"),
+        ("hardware.simulator", "hardware.sim_samples", "hardware.sim_path", "hardware.waves",
+         "hardware.backpressure"),
         (*_BASE, "rtl"),
         ("sim.json",),
-        "simulate the RTL in cocotb and compare with the golden model",
+        "simulate the RTL on the test split (fast harness or cocotb) and compare with the golden model",
     ),
     Step(
         "energy",

@@ -233,7 +233,8 @@ def simulate_fast(
         tdir = Path(tempfile.mkdtemp(dir=bdir, prefix="run-"))
         stim, out = tdir / "stimulus.txt", tdir / "results.txt"
         atomic_write_text(stim, _stimulus(ir, inputs, in_w))
-        args = [f"+stim={stim}", f"+out={out}", f"+samples={n}", f"+seed={int(seed)}",
+        # Relative to the run folder (the simulator's cwd): names stay short for the harness.
+        args = [f"+stim={stim.name}", f"+out={out.name}", f"+samples={n}", f"+seed={int(seed)}",
                 f"+bp={int(bool(backpressure))}", f"+timeout={_timeout_cycles(ir)}"]
         cmd = ["vvp", "-n", str(exe), *args] if simulator == "icarus" else [str(exe), *args]
         t1, cpu1 = time.perf_counter(), _child_cpu_s()

@@ -194,7 +194,8 @@ class HardwareConfig:
     clock_mhz: float = 200.0
     max_weight_depth: int = 65536  # synapses one PE may hold (memory limit)
     simulator: str = "icarus"  # icarus | verilator
-    sim_samples: int = 16  # test samples simulated by `apical sim`
+    sim_samples: int = 0  # test samples simulated by `apical sim`; 0: the whole test split
+    sim_path: str = "fast"  # fast (HDL harness, no Python per cycle) | cocotb (Python testbench)
     part: str = "xczu7ev-ffvc1156-2-e"
     board: str = "zcu104"
     waves: bool = False  # `apical sim` also writes a waveform
@@ -206,7 +207,10 @@ class HardwareConfig:
         _check(self.max_weight_depth >= 16, f"max_weight_depth: must be >= 16, got {self.max_weight_depth}")
         _check(self.simulator in ("icarus", "verilator"),
                f"simulator: must be icarus or verilator, got {self.simulator!r}")
-        _check(self.sim_samples >= 1, f"sim_samples: must be >= 1, got {self.sim_samples}")
+        _check(self.sim_samples >= 0, f"sim_samples: must be >= 0 (0: every test sample), got {self.sim_samples}")
+        _check(self.sim_path in ("fast", "cocotb"), f"sim_path: must be fast or cocotb, got {self.sim_path!r}")
+        _check(not (self.waves and self.sim_path == "fast"),
+               "waves: the fast path writes no waveform; set sim_path: cocotb")
 
 
 @dataclass(frozen=True)

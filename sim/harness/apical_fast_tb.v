@@ -40,7 +40,7 @@ module apical_fast_tb #(parameter IN_W = 8, parameter OUT_W = 8) (input clk);
   );
 
   integer stim_fd, out_fd, samples, seed, bp, timeout, rc;
-  reg [1023:0] stim_name, out_name;
+  reg [8*512-1:0] stim_name, out_name;  // up to 512 characters
   // xorshift32 generators, one per stream, never zero.
   reg [31:0] lfsr_in, lfsr_out;
   integer cycles, idle, results, beats, rst_left;
