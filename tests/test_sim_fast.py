@@ -89,6 +89,11 @@ def test_fast_verilator_bit_exact(tmp_path: Path, case: str) -> None:
     res = simulate_fast(ir, inputs, rtl_dir=tmp_path / "rtl", pes=pes, simulator="verilator",
                         build_dir=BUILD_ROOT, seed=seed)
     _assert_bit_exact(ir, inputs, res)
+    # The same harness, seed and design give the same cycle on both simulators.
+    ica = simulate_fast(ir, inputs, rtl_dir=tmp_path / "rtl", pes=pes, simulator="icarus",
+                        build_dir=BUILD_ROOT, seed=seed)
+    assert ica.sim_cycles == res.sim_cycles
+    np.testing.assert_array_equal(ica.cycles, res.cycles)
 
 
 def test_fast_build_is_cached_by_content(tmp_path: Path) -> None:
