@@ -208,6 +208,7 @@ def simulate_fast(
     sample_ids: list[int] | np.ndarray | None = None,
     seed: int = 0,
     jobs: int | None = None,
+    timeout_cycles: int | None = None,
 ) -> SimResult:
     """Run every sample of ``inputs`` through ``rtl_dir/apical_top.v`` in the fast harness.
 
@@ -215,7 +216,8 @@ def simulate_fast(
     per sample; nothing is compared here (`apical.sim.runner.summarize` does).
     ``SimResult.failure`` says why results are missing (a timeout: no result
     within the cocotb path's timeout) or why a frame was malformed (its
-    length). ``tb_wall_s`` is the simulator process's wall time, ``sim_cycles``
+    length). ``timeout_cycles`` (default: the cocotb path's, generous over
+    any schedule) bounds the cycles between two results. ``tb_wall_s`` is the simulator process's wall time, ``sim_cycles``
     the cycles from the end of reset to the last result.
     """
     if simulator not in SIMULATORS:
@@ -225,6 +227,7 @@ def simulate_fast(
     ids = np.arange(n) if sample_ids is None else np.asarray(sample_ids, dtype=np.int64)
     if ids.shape != (n,):
         raise ApicalError(f"sample_ids: {ids.shape[0]} ids for {n} samples")
+    timeout = _timeout_cycles(ir) if timeout_cycles is None else int(timeout_cycles)
     t0 = time.perf_counter()
     with simulator_env(simulator):
         exe, build_s = build_fast(rtl_dir, simulator, build_dir, jobs=jobs)
@@ -235,7 +238,7 @@ def simulate_fast(
         atomic_write_text(stim, _stimulus(ir, inputs, in_w))
         # Relative to the run folder (the simulator's cwd): names stay short for the harness.
         args = [f"+stim={stim.name}", f"+out={out.name}", f"+samples={n}", f"+seed={int(seed)}",
-                f"+bp={int(bool(backpressure))}", f"+timeout={_timeout_cycles(ir)}"]
+                f"+bp={int(bool(backpressure))}", f"+timeout={timeout}"]
         cmd = ["vvp", "-n", str(exe), *args] if simulator == "icarus" else [str(exe), *args]
         t1, cpu1 = time.perf_counter(), _child_cpu_s()
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=tdir)
@@ -265,7 +268,7 @@ def simulate_fast(
         outputs[k, : data.size] = _signed(data, out_w, ir.output.signed)
         classes[k] = vals[-1] if vals else -1
     if end[0] == "T":
-        failure = failure or f"timeout: no result within {_timeout_cycles(ir)} cycles after {got} results"
+        failure = failure or f"timeout: no result within {timeout} cycles after {got} results"
         cycles = int(end[2])
     else:
         cycles = int(end[1])

@@ -22,9 +22,9 @@ from apical.flows.flow import write_run_config
 from apical.hw.generate import generate_rtl
 from apical.hw.schedule import compile_schedule
 from apical.sim.fast import build_fast, port_widths, simulate_fast
-from apical.sim.runner import SimResult, simulator_env, summarize
+from apical.sim.runner import SimResult, check_summary, simulator_env, summarize
 from apical.sw.config import Config, HardwareConfig, load_config
-from apical.sw.errors import ApicalError
+from apical.sw.errors import ApicalError, CheckFailed
 from apical.sw.golden import run_golden
 from apical.sw.ir import IR, save_ir
 from apical.sw.ir_random import random_inputs, random_ir
@@ -106,6 +106,20 @@ def test_fast_build_is_cached_by_content(tmp_path: Path) -> None:
         generate_rtl(ir, 2, tmp_path / "rtl")
         other, secs = build_fast(tmp_path / "rtl", "icarus", tmp_path / "b")
     assert other != exe and secs > 0.0 and exe.is_file() and other.is_file()
+
+
+def test_fast_timeout_is_an_incomplete_run(tmp_path: Path) -> None:
+    ir, pes, seed = _case("dense-P4", tmp_path / "rtl")
+    inputs = random_inputs(np.random.default_rng(seed), ir, 3)
+    # No result can come within 2 cycles of the last: the harness gives up, as on a hung design.
+    res = simulate_fast(ir, inputs, rtl_dir=tmp_path / "rtl", pes=pes, simulator="icarus",
+                        build_dir=BUILD_ROOT, timeout_cycles=2)
+    assert res.failure == "timeout: no result within 2 cycles after 0 results"
+    assert len(res.sample_ids) == 0 and res.log is not None and res.log.is_file()
+    summary = summarize(ir, run_golden(ir, inputs), res)
+    assert summary["mismatches"]["missing_results"] == 3 and not summary["bit_exact"]
+    with pytest.raises(CheckFailed, match=r"sim: RTL run incomplete \(icarus P=4\): timeout"):
+        check_summary(summary, tmp_path / "sim.json")
 
 
 def test_port_widths_and_missing_rtl(tmp_path: Path) -> None:
