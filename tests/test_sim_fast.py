@@ -69,6 +69,8 @@ def _assert_bit_exact(ir: IR, inputs: dict[str, np.ndarray], res: SimResult) -> 
 @pytest.mark.parametrize("case", ["dense-P4", "sparse-K3-P2", "two_point-P1", "wide-P8"])
 def test_fast_icarus_bit_exact(tmp_path: Path, case: str) -> None:
     ir, pes, seed = _case(case, tmp_path / "rtl")
+    in_w, out_w = port_widths(tmp_path / "rtl" / "apical_top.v")
+    assert in_w % 8 == 0 and in_w >= max(t.bits for t in ir.inputs) and out_w >= ir.output.bits
     inputs = random_inputs(np.random.default_rng(seed + 1000), ir, 6, zero_fraction=0.3)
     res = simulate_fast(ir, inputs, rtl_dir=tmp_path / "rtl", pes=pes, simulator="icarus",
                         build_dir=BUILD_ROOT, seed=seed)
@@ -122,11 +124,8 @@ def test_fast_timeout_is_an_incomplete_run(tmp_path: Path) -> None:
         check_summary(summary, tmp_path / "sim.json")
 
 
-def test_port_widths_and_missing_rtl(tmp_path: Path) -> None:
-    ir, _, _ = _case("wide-P8", tmp_path / "rtl")
-    in_w, out_w = port_widths(tmp_path / "rtl" / "apical_top.v")
-    assert in_w % 8 == 0 and in_w >= max(t.bits for t in ir.inputs)
-    assert out_w >= ir.output.bits
+def test_missing_rtl_is_one_line(tmp_path: Path) -> None:
+    ir = random_ir(np.random.default_rng(0), kind="dense")
     inputs = random_inputs(np.random.default_rng(0), ir, 2)
     with pytest.raises(ApicalError, match=r"apical_top\.v: generated Verilog missing"):
         simulate_fast(ir, inputs, rtl_dir=tmp_path / "nowhere", pes=8, simulator="icarus", build_dir=tmp_path)
