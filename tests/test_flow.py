@@ -36,9 +36,9 @@ def _fake_steps(calls: list[str]) -> tuple[Step, ...]:
         return {"done": True}
 
     return (
-        Step("a", a, ("seed",), (), ("a.json", "a.txt"), "first"),
-        Step("b", b, ("hardware.pes",), ("a.txt",), ("b.json",), "second"),
-        Step("c", c, (), ("b.json",), ("c.json",), "third"),
+        Step("a", a, (), ("a.json", "a.txt"), "first"),
+        Step("b", b, ("a.txt",), ("b.json",), "second"),
+        Step("c", c, ("b.json",), ("c.json",), "third"),
     )
 
 
@@ -146,7 +146,7 @@ def test_baseline_config_is_point_with_same_task():
     base = baseline_config(cfg)
     assert base.model.kind is ModelKind.POINT
     assert (base.data, base.quant, base.train, base.seed) == (cfg.data, cfg.quant, cfg.train, cfg.seed)
-    assert base.energy.baseline is False
+    assert base.energy == cfg.energy  # a point model has no baseline of its own
 
 
 # --------------------------------------------------------------------------- CLI errors
