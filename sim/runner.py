@@ -46,7 +46,6 @@ __all__ = [
     "SIMULATORS",
     "LintResult",
     "SimResult",
-    "cycle_lower_bound",
     "lint_rtl",
     "sim_run",
     "simulate",
@@ -457,12 +456,6 @@ def _collect_waves(simulator: str, bdir: Path, tdir: Path) -> Path | None:
 # --------------------------------------------------------------------------- the sim step
 
 
-def cycle_lower_bound(golden: GoldenResult, pes: int) -> np.ndarray:
-    """Per-sample cycle lower bound: the sum over layers of ceil(syn_ops_layer / P)."""
-    per_layer = [np.asarray(golden.counts[name]["syn_ops"], dtype=np.int64) for name in golden.counts]
-    return sum((-(-s // pes) for s in per_layer), np.zeros_like(per_layer[0]))
-
-
 def _stats(a: np.ndarray) -> dict[str, float]:
     return {"mean": float(a.mean()), "min": int(a.min()), "max": int(a.max())}
 
@@ -543,7 +536,10 @@ def summarize(ir: IR, golden: GoldenResult, res: SimResult) -> dict[str, Any]:
     )
     incomplete = n < n_req
     cycles = res.cycles if n else np.zeros(1, dtype=np.int64)
-    bound = cycle_lower_bound(golden, res.pes)[:n]
+    from apical.hw.schedule import compile_schedule  # the one definition of the bound
+
+    sched = compile_schedule(ir, res.pes)
+    bound = sched.cycle_lower_bound({name: c["syn_ops"] for name, c in golden.counts.items()})[:n]
     syn_ops = int(totals["syn_ops"][:n].sum())
     cyc_total = int(res.cycles.sum())
     rtl_totals = {c: int(res.counters[c].sum()) for c in HW_COUNTERS}
