@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apical.flows.extras import require_extra
 from apical.flows.report import SUMMARIES
 from apical.sw.config import Config, ModelKind
 from apical.sw.errors import ApicalError
@@ -97,6 +98,7 @@ def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def step_sim(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    require_extra("sim", "apical sim")
     from apical.sim.runner import sim_run
 
     _require(run_dir, "ir/model.yaml", "test_vectors.npz", hint="export")
@@ -117,6 +119,7 @@ def step_energy(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def step_synth(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    require_extra("synth", "apical synth")
     from apical.flows.synth import synth_run
 
     _require(run_dir, "ir/model.yaml", hint="export")
