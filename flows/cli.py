@@ -184,6 +184,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from apical.flows.extras import require_extra
+
+    require_extra("qonnx", "apical import")
     from apical.flows.flow import write_run_config
     from apical.sw.config import ModelKind
     from apical.sw.qonnx_io import import_run

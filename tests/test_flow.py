@@ -36,9 +36,9 @@ def _fake_steps(calls: list[str]) -> tuple[Step, ...]:
         return {"done": True}
 
     return (
-        Step("a", a, ("seed",), (), ("a.json", "a.txt"), "first"),
-        Step("b", b, ("hardware.pes",), ("a.txt",), ("b.json",), "second"),
-        Step("c", c, (), ("b.json",), ("c.json",), "third"),
+        Step("a", a, (), ("a.json", "a.txt"), "first"),
+        Step("b", b, ("a.txt",), ("b.json",), "second"),
+        Step("c", c, ("b.json",), ("c.json",), "third"),
     )
 
 
@@ -146,7 +146,7 @@ def test_baseline_config_is_point_with_same_task():
     base = baseline_config(cfg)
     assert base.model.kind is ModelKind.POINT
     assert (base.data, base.quant, base.train, base.seed) == (cfg.data, cfg.quant, cfg.train, cfg.seed)
-    assert base.energy.baseline is False
+    assert base.energy == cfg.energy  # a point model has no baseline of its own
 
 
 # --------------------------------------------------------------------------- CLI errors
@@ -200,3 +200,25 @@ def test_successful_step_records_its_config(fake, tmp_path: Path):
     cfg = dataclasses.replace(Config(), seed=11)
     flow.run_flow(cfg, tmp_path, start="a", stop="a")
     assert load_config(tmp_path / "config.yaml").seed == 11
+
+
+def test_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command whose optional dependencies are missing names the pip extra to install."""
+    import importlib.util
+
+    from apical.flows import extras
+
+    real = importlib.util.find_spec
+
+    def fake(name: str, *a: object) -> object:
+        if name.split(".")[0] in ("cocotb", "cocotbext", "qonnx"):
+            return None
+        return real(name, *a)
+
+    monkeypatch.setattr(importlib.util, "find_spec", fake)
+    with pytest.raises(ApicalError, match=r"^apical sim needs the \[sim\] extra \(cocotb is not installed\): "
+                                          r"pip install apical\[sim\]$"):
+        extras.require_extra("sim", "apical sim")
+    with pytest.raises(ApicalError, match=r"pip install apical\[qonnx\]$"):
+        extras.require_extra("qonnx", "apical import")
+    extras.require_extra("synth", "apical synth")  # installed here: no error
