@@ -198,7 +198,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "energy",
         step_energy,
-        (*_BASE, "sim.json", "baseline/ir", "baseline/test_vectors.npz"),
+        (*_BASE, "sim.json", "bitstream.json", "baseline/ir", "baseline/test_vectors.npz"),
         ("energy.json",),
         "estimate energy from counted events",
     ),
