@@ -424,7 +424,8 @@ def load_config(path: str | Path | None = None) -> Config:
 
 
 def default_config_path() -> Path:
-    return Path(str(resources.files("apical.flows") / "data" / "default.yaml"))
+    """The shipped default config: package data of `apical.sw` (``configs/two_point.yaml`` links to it)."""
+    return Path(str(resources.files("apical.sw") / "data" / "default.yaml"))
 
 
 def _plain(value: Any) -> Any:

