@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from apical.flows.metrics import neurobench_metrics
 from apical.hw.schedule import Schedule, compile_schedule
@@ -32,7 +31,8 @@ from apical.sw.counts import COUNTERS
 from apical.sw.errors import ApicalError
 from apical.sw.golden import GoldenResult, run_golden
 from apical.sw.ir import IR, load_inputs, load_ir
-from apical.sw.schema import Rule, Schema, SchemaError, build, spec
+from apical.sw.safeio import load_yaml, parse_yaml_text
+from apical.sw.schema import Rule, Schema, SchemaError, build, show, spec
 
 __all__ = [
     "ALL_LAYERS",
@@ -225,25 +225,16 @@ def load_energy_table(name_or_path: str) -> EnergyTable:
     shipped = shipped_tables()
     if name_or_path in shipped:
         res = resources.files("apical.flows") / "data" / "energy" / f"{name_or_path}.yaml"
-        text, source = res.read_text(), "shipped"
-        where = f"energy table {name_or_path}"
+        source, where = "shipped", f"energy table {name_or_path}"
+        raw = parse_yaml_text(res.read_text(), where)
     else:
         p = Path(name_or_path)
         if not p.is_file():
             raise ApicalError(
-                f"{name_or_path}: energy table not found (shipped: {', '.join(shipped)}; or a YAML file path)"
+                f"{show(name_or_path, 200)}: energy table not found (shipped: {', '.join(shipped)}; or a YAML file path)"
             )
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise ApicalError(f"{p}: cannot read energy table ({e.strerror or e})") from None
         source = where = str(p)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ApicalError(f"{where}:{line} malformed YAML ({getattr(e, 'problem', e)})") from None
+        raw = load_yaml(p, "energy table")  # bounded; never echoes the file's contents
     table = parse_energy_table(raw, where)
     return EnergyTable(table.name, source, table.description, table.reference, table.static_mW, table.actions)
 

@@ -24,10 +24,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from apical.sw.errors import ApicalError
-from apical.sw.schema import Rule, Schema, SchemaError, build, show, spec
+from apical.sw.safeio import load_yaml
+from apical.sw.schema import Rule, Schema, SchemaError, build, spec
 
 __all__ = [
     "Combine",
@@ -297,7 +296,7 @@ class Config(_Section):
 def parse_config(raw: Any, source: str = "<config>") -> Config:
     """Build a validated `Config` from a parsed YAML mapping."""
     if not isinstance(raw, dict):
-        raise ApicalError(f"{source}: config: must be a mapping, got {show(raw)}")
+        raise ApicalError(f"{source}: config: must be a mapping, got {type(raw).__name__}")
     try:
         cfg = build(Config, raw, skip=("origin",))
     except SchemaError as e:
@@ -308,16 +307,7 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
 def load_config(path: str | Path | None = None) -> Config:
     """Load and validate a YAML config; `None` loads the shipped default."""
     p = Path(path) if path is not None else default_config_path()
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ApicalError(f"{p}: cannot read config ({e.strerror or e})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ApicalError(f"{p}:{where} malformed YAML ({getattr(e, 'problem', e)})") from None
+    raw = load_yaml(p, "config")  # bounded, UTF-8, no duplicate keys (apical.sw.safeio)
     return parse_config(raw, str(p))
 
 

@@ -274,7 +274,8 @@ def build(cls: type, raw: Any, path: str = "", *, skip: tuple[str, ...] = ()) ->
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise SchemaError(path or "", f"must be a mapping, got {show(raw)}")
+        # the type only: a file that is not a mapping may not be meant as text at all
+        raise SchemaError(path or "", f"must be a mapping, got {type(raw).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
     for key in raw:
         if key not in fields:

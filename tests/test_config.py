@@ -88,7 +88,7 @@ def test_bad_values_name_file_and_field(raw, message):
 def test_malformed_yaml_names_file_and_line(tmp_path: Path):
     p = tmp_path / "bad.yaml"
     p.write_text("model:\n  kind: [point\n")
-    with pytest.raises(ApicalError, match=r"bad\.yaml: line \d+ malformed YAML"):
+    with pytest.raises(ApicalError, match=r"bad\.yaml: line \d+: malformed YAML"):
         load_config(p)
 
 
