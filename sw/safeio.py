@@ -213,7 +213,7 @@ def load_npz(path: str | Path, what: str, *, max_bytes: int = MAX_ARRAY_BYTES,
     except OSError as e:
         raise user_path_error(p, what, e) from None
     except (zipfile.BadZipFile, ValueError, EOFError):
-        raise ApicalError(f"{p}: {what} is not an .npz (zip) archive") from None
+        raise ApicalError(f"{p}: {what} unreadable (not an .npz zip archive)") from None
     out: dict[str, np.ndarray] = {}
     budget = max_bytes
     with zf:

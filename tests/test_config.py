@@ -93,7 +93,7 @@ def test_malformed_yaml_names_file_and_line(tmp_path: Path):
 
 
 def test_missing_file(tmp_path: Path):
-    with pytest.raises(ApicalError, match="cannot read config"):
+    with pytest.raises(ApicalError, match=r"nope\.yaml: config not found"):
         load_config(tmp_path / "nope.yaml")
 
 
