@@ -1,4 +1,4 @@
-"""The flow runner: ordering, skipping unchanged steps, --force, slices, CLI errors.
+"""The flow runner: ordering, skipping unchanged steps, --redo, slices, CLI errors.
 
 The steps here are small stand-ins that write files, so the runner's own
 logic (hashing, resuming, the record) is tested apart from the real steps.
@@ -240,3 +240,14 @@ def test_bitstream_for_an_open_board_names_the_missing_extra(
     with pytest.raises(ApicalError, match=rf"^apical bitstream for {board} needs the \[synth\] extra \({module} "):
         step_bitstream(cfg, tmp_path)
     assert not any(tmp_path.iterdir())  # refused before anything was read or written
+
+
+@pytest.mark.parametrize("command", [["run"], ["train", "x.yaml", "--out", "r"], ["import", "m.onnx", "--out", "r"]])
+def test_old_force_flag_names_its_replacements(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """--force meant two things; each meaning has its own flag now, and the old one says which."""
+    from apical.flows.cli import main
+
+    assert main([*command, "--force"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("apical: error: --force is gone") and "--overwrite" in err and "--redo" in err
+    assert "\n" not in err
