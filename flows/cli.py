@@ -187,12 +187,20 @@ def cmd_import(args: argparse.Namespace) -> int:
     from apical.flows.extras import require_extra
 
     require_extra("qonnx", "apical import")
+
+    src = Path(args.model)
+    run_dir = Path(args.out)
+    from apical.flows.flow import run_lock
+
+    with run_lock(run_dir):
+        return _import_locked(args, src, run_dir)
+
+
+def _import_locked(args: argparse.Namespace, src: Path, run_dir: Path) -> int:
     from apical.flows.flow import write_run_config
     from apical.sw.config import ModelKind
     from apical.sw.qonnx_io import import_run
 
-    src = Path(args.model)
-    run_dir = Path(args.out)
     if (run_dir / "ir").exists() and not args.overwrite:
         raise ApicalError(f"{run_dir / 'ir'}: exists; choose another --out or pass --overwrite to replace it")
     from apical.flows.imported import import_vectors, write_import_vectors
@@ -319,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.fn(args) or 0)
     except ApicalError as e:
         print(f"apical: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # The environment, not apical: a read-only or full run directory, a path that is a
+        # folder. One line naming the path, like any user error.
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"apical: error: {where}{e.strerror or type(e).__name__}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("apical: interrupted (finished steps are kept; re-run to resume)", file=sys.stderr)
