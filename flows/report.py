@@ -307,14 +307,37 @@ def _exactness(verify: dict[str, Any] | None, sim: dict[str, Any] | None, energy
     return s
 
 
+def _clocks(cfg: dict[str, Any], bit: dict[str, Any] | None, pes: float | None) -> list[tuple[str, float]]:
+    """Every clock a time-based figure is given at, labelled: the assumed one, and a timed build's Fmax."""
+    out: list[tuple[str, float]] = []
+    assumed = _num(_first(cfg, "hardware.clock_mhz"))
+    if assumed:
+        out.append((f"assumed {_fmt(assumed)} MHz", assumed))
+    fmax = _num(_first(bit, "fmax_mhz"))
+    if fmax and (pes is None or _num(_first(bit, "pes")) == pes):
+        out.append((f"measured Fmax {_fmt(fmax)} MHz, {_first(bit, 'board')}", fmax))
+    return out
+
+
 def _hardware(cfg: dict[str, Any], rtl: dict[str, Any] | None, sim: dict[str, Any] | None,
-              energy: dict[str, Any] | None) -> _Section:
+              energy: dict[str, Any] | None, bit: dict[str, Any] | None = None) -> _Section:
     s = _Section("Cycles, throughput and utilisation", rtl is not None or sim is not None or energy is not None)
-    # The configured clock (config.yaml) first; energy.json records the clock it used.
-    clock = _num(_first(cfg, "hardware.clock_mhz")) or _num(_first(energy, "clock_mhz"))
     pes = _num(_first(sim, "pes")) or _num(_first(energy, "pes")) or _num(_first(cfg, "hardware.pes"))
     s.row("processing elements (P)", int(pes) if pes else None)
-    s.row("clock (MHz)", clock)
+    # Each time-based figure names its clock: the config's is an assumption until a
+    # place-and-route measures what the design reaches (bitstream.json).
+    clocks = _clocks(cfg, bit, pes)
+    s.row("clock assumed (hardware.clock_mhz, MHz)", _num(_first(cfg, "hardware.clock_mhz")))
+    fmax = _num(_first(bit, "fmax_mhz"))
+    if fmax:
+        s.row(f"Fmax measured ({_first(bit, 'board')}, place and route, MHz)", fmax)
+        s.row("board clock met", _first(bit, "timing_met"))
+    else:
+        s.notes.append("no timed build (apical bitstream --board ulx3s|icebreaker): time-based figures are at the "
+                       "assumed clock")
+    source = _first(energy, "clock.source")
+    if source:
+        s.row("static energy computed at", f"{source} {_fmt(_num(_first(energy, 'clock_mhz')))} MHz")
     cycles = syn = None
     per = sim.get("per_sample") if sim else None
     if isinstance(per, list) and per:
@@ -328,8 +351,9 @@ def _hardware(cfg: dict[str, Any], rtl: dict[str, Any] | None, sim: dict[str, An
         cycles = _num(_first(sim, "cycles.mean", "cycles_mean", "mean_cycles", "cycles"))
     if cycles is not None:
         s.row("cycles per inference (RTL, mean)", cycles)
-        if clock:
-            s.row("throughput (inferences/s, RTL cycles)", clock * 1e6 / cycles if cycles else None)
+        for label, mhz in clocks:
+            s.row(f"latency (us, RTL cycles, {label})", cycles / mhz if cycles else None)
+            s.row(f"throughput (inferences/s, RTL cycles, {label})", mhz * 1e6 / cycles if cycles else None)
         util = _num(_first(sim, "utilization", "utilisation"))
         if util is None and syn is not None and pes and cycles:
             util = syn / (pes * cycles)
@@ -339,8 +363,9 @@ def _hardware(cfg: dict[str, Any], rtl: dict[str, Any] | None, sim: dict[str, An
     lb = _num(_first(energy, "cycles_per_inference")) if _first(energy, "cycles_source") == "lower_bound" else None
     if lb is not None:
         s.row("cycle lower bound per inference (sum ceil(syn ops / P))", lb)
-        if clock and lb:
-            s.row("throughput bound (inferences/s)", clock * 1e6 / lb)
+        for label, mhz in clocks:
+            if lb:
+                s.row(f"throughput bound (inferences/s, {label})", mhz * 1e6 / lb)
     if rtl is None:
         s.notes.append("rtl: not run")
     else:
@@ -366,7 +391,10 @@ def _resources(synth: dict[str, Any] | None, bit: dict[str, Any] | None) -> _Sec
         s.notes.append("bitstream: not run")
     else:
         s.row("bitstream", _first(bit, "bitstream", "status", "kind", "path"))
-        s.row("Fmax (MHz)", _first(bit, "fmax_mhz", "fmax"))
+        s.row("Fmax (MHz, place and route)", _first(bit, "fmax_mhz", "fmax"))
+        s.row("target clock (MHz)", _first(bit, "target_mhz"))
+        s.row("timing met", _first(bit, "timing_met"))
+        s.row("worst path", _first(bit, "critical_path.summary"))
         s.details = [(f"bitstream.{k}", v) for k, v in _scalars(bit)]
     return s
 
@@ -494,7 +522,7 @@ def write_report(run_dir: Path) -> dict[str, Any]:
         _accuracy(cfg, data["train.json"], data["baseline/train.json"]),
         _export(data["export.json"]),
         _exactness(data["verify.json"], data["sim.json"], energy),
-        _hardware(cfg, data["rtl.json"], data["sim.json"], energy),
+        _hardware(cfg, data["rtl.json"], data["sim.json"], energy, data["bitstream.json"]),
         _resources(data["synth.json"], data["bitstream.json"]),
         _energy(energy),
         _timings(data["flow.json"]),

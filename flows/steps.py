@@ -6,7 +6,8 @@ returns that summary. `STEPS` is the one ordered list that is the flow; the
 CLI and `apical.flows.flow.run_flow` are thin layers over it. A step reaches
 into no other step's internals: it calls the library function of its part.
 
-Each step also declares what it reads (config sections, files) and writes, so
+Each step also declares the run-directory files it reads and writes; the
+config fields it reads are recorded while it runs (`apical.flows.flow`), so
 the flow can skip a step whose inputs did not change.
 """
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apical.flows.extras import require_extra
 from apical.flows.report import SUMMARIES
 from apical.sw.config import Config, ModelKind
 from apical.sw.errors import ApicalError
@@ -28,10 +30,14 @@ BASELINE_DIR = "baseline"
 
 
 def baseline_config(cfg: Config) -> Config:
-    """The point-neuron baseline of a config: same data, task, bits and training."""
+    """The point-neuron baseline of a config: same data, task, bits and training.
+
+    Only ``model.kind`` changes: a point model has no baseline of its own
+    (`_with_baseline`), and leaving the other sections as they are keeps a
+    baseline from reading fields it does not use (the flow records reads).
+    """
     model = dataclasses.replace(cfg.model, kind=ModelKind.POINT)
-    energy = dataclasses.replace(cfg.energy, baseline=False)
-    return dataclasses.replace(cfg, name=f"{cfg.name}-baseline", model=model, energy=energy)
+    return dataclasses.replace(cfg, name=f"{cfg.name}-baseline", model=model)
 
 
 def _with_baseline(
@@ -92,6 +98,7 @@ def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def step_sim(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    require_extra("sim", "apical sim")
     from apical.sim.runner import sim_run
 
     _require(run_dir, "ir/model.yaml", "test_vectors.npz", hint="export")
@@ -113,6 +120,7 @@ def step_energy(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def step_synth(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    require_extra("synth", "apical synth")
     from apical.flows.synth import synth_run
 
     _require(run_dir, "ir/model.yaml", hint="export")
@@ -120,7 +128,12 @@ def step_synth(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def step_bitstream(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    from apical.flows.bitstream import bitstream_run
+    from apical.flows.bitstream import BOARDS, bitstream_run
+    from apical.flows.extras import BITSTREAM_MODULES
+
+    spec = BOARDS.get(cfg.hardware.board)
+    if spec is not None:  # an unknown board is reported by bitstream_run
+        require_extra("synth", f"apical bitstream for {spec.name}", BITSTREAM_MODULES[spec.flow])
 
     _require(run_dir, "ir/model.yaml", hint="export")
     return bitstream_run(cfg, run_dir, board=cfg.hardware.board)
@@ -137,11 +150,14 @@ def step_report(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Step:
-    """A step of the flow with what it reads and writes (for skipping and resuming)."""
+    """A step of the flow with the files it reads and writes (for skipping and resuming).
+
+    The config fields a step depends on are not listed: the flow records the
+    ones it reads (`apical.sw.config.record_reads`).
+    """
 
     name: str
     fn: Callable[[Config, Path], dict[str, Any]]
-    config_keys: tuple[str, ...]  # dotted config fields/sections that change its result
     reads: tuple[str, ...]  # run-dir files (or folders) it reads
     writes: tuple[str, ...]  # run-dir files it writes; the first is its summary
     doc: str
@@ -153,7 +169,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "train",
         step_train,
-        ("seed", "data", "model", "quant", "train", "energy.baseline"),
         (),
         ("train.json", "checkpoint.pt", "config.yaml", "curves.png"),
         "train the Brevitas model (and its point baseline) with quantization-aware training",
@@ -161,7 +176,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "export",
         step_export,
-        ("seed", "data", "model", "quant", "energy.baseline"),
         ("checkpoint.pt", "baseline/checkpoint.pt"),
         ("export.json", "ir/model.yaml", "ir/weights.npz", "test_vectors.npz"),
         "export the integer model (IR) and the integer test vectors",
@@ -169,7 +183,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "verify",
         step_verify,
-        ("seed", "data", "energy.baseline"),
         ("checkpoint.pt", "ir", "baseline/ir"),
         ("verify.json",),
         "check Brevitas == golden integer model on the whole test set",
@@ -177,7 +190,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "rtl",
         step_rtl,
-        ("hardware.pes", "hardware.max_weight_depth"),
         ("ir",),
         ("rtl.json", "rtl/apical_top.v"),
         "generate the Verilog of the processing-element array",
@@ -185,8 +197,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "sim",
         step_sim,
-        ("hardware.simulator", "hardware.sim_samples", "hardware.sim_path", "hardware.waves",
-         "hardware.backpressure"),
         (*_BASE, "rtl"),
         ("sim.json",),
         "simulate the RTL on the test split (fast harness or cocotb) and compare with the golden model",
@@ -194,15 +204,13 @@ STEPS: tuple[Step, ...] = (
     Step(
         "energy",
         step_energy,
-        ("energy", "hardware.pes", "hardware.clock_mhz"),
-        (*_BASE, "sim.json", "baseline/ir", "baseline/test_vectors.npz"),
+        (*_BASE, "sim.json", "bitstream.json", "baseline/ir", "baseline/test_vectors.npz"),
         ("energy.json",),
         "estimate energy from counted events",
     ),
     Step(
         "synth",
         step_synth,
-        ("hardware.part",),
         ("rtl",),
         ("synth.json",),
         "synthesis estimate with yosys synth_xilinx",
@@ -210,7 +218,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "bitstream",
         step_bitstream,
-        ("hardware.board", "hardware.pes"),
         ("ir",),
         ("bitstream.json",),
         "Vivado build tree or open-tool bitstream",
@@ -218,7 +225,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "report",
         step_report,
-        ("name",),
         tuple(f for f in SUMMARIES if f != "flow.json"),
         ("report.json", "report.html", "report.md"),
         "write report.html and report.md",

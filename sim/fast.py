@@ -87,9 +87,9 @@ def port_widths(verilog: Path) -> tuple[int, int]:
 
 
 @cache
-def _tool_version(cmd: tuple[str, ...]) -> str:
+def _tool_version(cmd: tuple[str, ...], path: str) -> str:
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, "PATH": path})
     except OSError as e:
         return f"{cmd[0]}: {e}"
     return (proc.stdout + proc.stderr).strip().splitlines()[0] if (proc.stdout + proc.stderr).strip() else ""
@@ -101,7 +101,7 @@ def _flags(simulator: str, in_w: int, out_w: int, jobs: int) -> list[str]:
     return [*_VERILATOR_FLAGS, "-j", str(jobs), "--top-module", TB_TOP, f"-GIN_W={in_w}", f"-GOUT_W={out_w}"]
 
 
-def _build_key(simulator: str, rtl_dir: Path, flags: list[str]) -> str:
+def _build_key(simulator: str, rtl_dir: Path, flags: list[str], env: dict[str, str]) -> str:
     """The content key of a build: harness, RTL, flags (minus parallelism) and tool versions."""
     h = hashlib.sha256()
     for p in (_TB, _CLOCK, _MAIN):
@@ -111,11 +111,12 @@ def _build_key(simulator: str, rtl_dir: Path, flags: list[str]) -> str:
     # -j only changes how fast the build goes, never what it builds.
     keyed = [f for i, f in enumerate(flags) if f != "-j" and (i == 0 or flags[i - 1] != "-j")]
     h.update("\0".join(keyed).encode())
+    path = env.get("PATH", "")
     if simulator == "icarus":
-        h.update(_tool_version(("iverilog", "-V")).encode())
+        h.update(_tool_version(("iverilog", "-V"), path).encode())
     else:
-        h.update(_tool_version(("verilator", "--version")).encode())
-        h.update(_tool_version((os.environ.get("CXX", "c++"), "--version")).encode())
+        h.update(_tool_version(("verilator", "--version"), path).encode())
+        h.update(_tool_version((env.get("CXX", "c++"), "--version"), path).encode())
     return h.hexdigest()[:16]
 
 
@@ -130,15 +131,15 @@ def build_fast(rtl_dir: Path, simulator: str, build_dir: Path, *, jobs: int | No
 
     Icarus gives a ``.vvp`` file for ``vvp``, Verilator a native executable.
     A build whose content key is already present is reused (0 seconds).
-    Must be called inside `simulator_env`.
     """
+    env = simulator_env(simulator)
     rtl_dir = Path(rtl_dir).resolve()
     top = rtl_dir / f"{TOPLEVEL}.v"
     _rtl_files(rtl_dir)  # the missing-Verilog error
     in_w, out_w = port_widths(top)
     jobs = jobs or max(1, min(os.cpu_count() or 1, 8))
     flags = _flags(simulator, in_w, out_w, jobs)
-    key = _build_key(simulator, rtl_dir, flags)
+    key = _build_key(simulator, rtl_dir, flags, env)
     final = Path(build_dir).resolve() / f"fast-{simulator}-{key}"
     exe = final / (f"{_EXE}.vvp" if simulator == "icarus" else _EXE)
     if (final / _STAMP).is_file() and exe.is_file():
@@ -152,7 +153,7 @@ def build_fast(rtl_dir: Path, simulator: str, build_dir: Path, *, jobs: int | No
         else:
             cmd = ["verilator", *flags, "--Mdir", str(tmp / "obj"), "-o", str(tmp / exe.name),
                    f"-I{rtl_dir}", str(_TB), str(top), str(_MAIN)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=tmp)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=tmp, env=env)
         log = proc.stdout + proc.stderr
         (tmp / "build.log").write_text(" ".join(cmd) + "\n" + log)
         if proc.returncode != 0 or not (tmp / exe.name).is_file():
@@ -229,20 +230,20 @@ def simulate_fast(
         raise ApicalError(f"sample_ids: {ids.shape[0]} ids for {n} samples")
     timeout = _timeout_cycles(ir) if timeout_cycles is None else int(timeout_cycles)
     t0 = time.perf_counter()
-    with simulator_env(simulator):
-        exe, build_s = build_fast(rtl_dir, simulator, build_dir, jobs=jobs)
-        in_w, out_w = port_widths(rtl_dir / f"{TOPLEVEL}.v")
-        bdir = exe.parent
-        tdir = Path(tempfile.mkdtemp(dir=bdir, prefix="run-"))
-        stim, out = tdir / "stimulus.txt", tdir / "results.txt"
-        atomic_write_text(stim, _stimulus(ir, inputs, in_w))
-        # Relative to the run folder (the simulator's cwd): names stay short for the harness.
-        args = [f"+stim={stim.name}", f"+out={out.name}", f"+samples={n}", f"+seed={int(seed)}",
-                f"+bp={int(bool(backpressure))}", f"+timeout={timeout}"]
-        cmd = ["vvp", "-n", str(exe), *args] if simulator == "icarus" else [str(exe), *args]
-        t1, cpu1 = time.perf_counter(), _child_cpu_s()
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=tdir)
-        t2, cpu2 = time.perf_counter(), _child_cpu_s()
+    env = simulator_env(simulator)
+    exe, build_s = build_fast(rtl_dir, simulator, build_dir, jobs=jobs)
+    in_w, out_w = port_widths(rtl_dir / f"{TOPLEVEL}.v")
+    bdir = exe.parent
+    tdir = Path(tempfile.mkdtemp(dir=bdir, prefix="run-"))
+    stim, out = tdir / "stimulus.txt", tdir / "results.txt"
+    atomic_write_text(stim, _stimulus(ir, inputs, in_w))
+    # Relative to the run folder (the simulator's cwd): names stay short for the harness.
+    args = [f"+stim={stim.name}", f"+out={out.name}", f"+samples={n}", f"+seed={int(seed)}",
+            f"+bp={int(bool(backpressure))}", f"+timeout={timeout}"]
+    cmd = ["vvp", "-n", str(exe), *args] if simulator == "icarus" else [str(exe), *args]
+    t1, cpu1 = time.perf_counter(), _child_cpu_s()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=tdir, env=env)
+    t2, cpu2 = time.perf_counter(), _child_cpu_s()
     (tdir / "sim.log").write_text(" ".join(cmd) + "\n" + proc.stdout + proc.stderr)
     lines = out.read_text().splitlines() if out.is_file() else []
     end = lines[-1].split() if lines else []

