@@ -97,6 +97,8 @@ def _hw_overrides(cfg: Config, args: argparse.Namespace) -> Config:
         pes=getattr(args, "pes", None),
         simulator=getattr(args, "simulator", None),
         sim_samples=getattr(args, "samples", None),
+        # A waveform comes from the cocotb path only: --waves picks it unless --path says otherwise.
+        sim_path=getattr(args, "path", None) or ("cocotb" if getattr(args, "waves", False) else None),
         waves=True if getattr(args, "waves", False) else None,
         part=getattr(args, "part", None),
         board=getattr(args, "board", None),
@@ -273,10 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_dir_cmd("verify", "Brevitas vs golden integer model, whole test set")
     sp = run_dir_cmd("rtl", "generate Verilog for the PE array")
     sp.add_argument("--pes", type=int, help="processing elements P")
-    sp = run_dir_cmd("sim", "cocotb simulation of the RTL vs the golden model")
+    sp = run_dir_cmd("sim", "simulate the RTL on the test split and compare with the golden model")
     sp.add_argument("--simulator", choices=["icarus", "verilator"])
-    sp.add_argument("--samples", type=int, help="test samples to simulate")
-    sp.add_argument("--waves", action="store_true", help="write a waveform under RUN_DIR/sim/")
+    sp.add_argument("--samples", type=int, help="test samples to simulate (0: all; default: all)")
+    sp.add_argument("--path", choices=["fast", "cocotb"],
+                    help="fast: HDL harness, no Python per cycle (default); cocotb: Python testbench")
+    sp.add_argument("--waves", action="store_true", help="write a waveform under RUN_DIR/sim/ (cocotb path)")
     sp.add_argument("--pes", type=int, help="processing elements P (regenerates the RTL)")
     sp = run_dir_cmd("energy", "energy estimate from counted events")
     sp.add_argument("--table", help="energy table: shipped name or YAML file")
@@ -298,7 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     _old_force(sp)
     sp.add_argument("--pes", type=int, help="processing elements P")
     sp.add_argument("--simulator", choices=["icarus", "verilator"])
-    sp.add_argument("--samples", type=int, help="test samples to simulate")
+    sp.add_argument("--samples", type=int, help="test samples to simulate (0: all)")
+    sp.add_argument("--path", choices=["fast", "cocotb"], help="simulation path (default: fast)")
     sp.add_argument("--allow-timing-failure", action="store_true",
                     help="bitstream step: keep a build that misses the board clock (recorded as failed timing)")
     sp.set_defaults(fn=cmd_run)

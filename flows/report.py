@@ -296,6 +296,7 @@ def _exactness(verify: dict[str, Any] | None, sim: dict[str, Any] | None, energy
         s.row("RTL == golden", _first(sim, "bit_exact", "exact", "match", "passed", "ok"))
         s.row("RTL vs golden mismatches", _first(sim, "mismatches.count", "mismatches_total", "total_mismatches", "mismatches"))
         s.row("simulator", _first(sim, "simulator"))
+        s.row("simulation path", _first(sim, "path"))
         s.row("simulated samples", len(sim["sample_indices"]) if isinstance(sim.get("sample_indices"), list) else None)
         s.details += [(f"sim.{k}", v) for k, v in _scalars(sim)]
     if energy is not None and energy.get("rtl_matches_golden") is not None:

@@ -108,6 +108,7 @@ def step_sim(cfg: Config, run_dir: Path) -> dict[str, Any]:
         simulator=cfg.hardware.simulator,
         samples=cfg.hardware.sim_samples,
         waves=cfg.hardware.waves,
+        path=cfg.hardware.sim_path,
     )
 
 
@@ -198,7 +199,7 @@ STEPS: tuple[Step, ...] = (
         step_sim,
         (*_BASE, "rtl"),
         ("sim.json",),
-        "simulate the RTL in cocotb and compare with the golden model",
+        "simulate the RTL on the test split (fast harness or cocotb) and compare with the golden model",
     ),
     Step(
         "energy",

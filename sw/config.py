@@ -259,13 +259,20 @@ class HardwareConfig(_Section):
     # synapses one PE may hold (memory limit); 2**24 words is past any board's block RAM
     max_weight_depth: int = spec(65536, ge=16, le=1 << 24)
     simulator: str = spec("icarus", choices=("icarus", "verilator"))
-    sim_samples: int = spec(16, ge=1, le=100_000)  # test samples simulated by `apical sim`
+    # test samples simulated by `apical sim`, from the start of the split; 0: all of them
+    sim_samples: int = spec(0, ge=0, le=100_000)
+    # fast: HDL harness, no Python in the cycle loop | cocotb: the Python testbench (waveforms)
+    sim_path: str = spec("fast", choices=("fast", "cocotb"))
     part: str = spec("xczu7ev-ffvc1156-2-e", min_len=1, max_len=64)
     board: str = spec("zcu104", min_len=1, max_len=64)
     waves: bool = False  # `apical sim` also writes a waveform
     backpressure: bool = True  # `apical sim` drives random back-pressure on both streams
     # `apical bitstream`: keep a build that misses the board clock (still recorded as failed timing)
     allow_timing_failure: bool = False
+
+    def check(self) -> None:
+        if self.waves and self.sim_path == "fast":
+            raise SchemaError("waves", "the fast path writes no waveform; set sim_path: cocotb")
 
 
 @dataclass(frozen=True)
