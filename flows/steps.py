@@ -18,34 +18,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apical.flows.baselines import baselines
 from apical.flows.report import SUMMARIES
-from apical.sw.config import Config, ModelKind
+from apical.sw.config import Config
 from apical.sw.errors import ApicalError
 
 __all__ = ["STEPS", "Step", "baseline_config", "step_by_name"]
 
-BASELINE_DIR = "baseline"
-
 
 def baseline_config(cfg: Config) -> Config:
-    """The point-neuron baseline of a config: same data, task, bits and training."""
-    model = dataclasses.replace(cfg.model, kind=ModelKind.POINT)
-    energy = dataclasses.replace(cfg.energy, baseline=False)
-    return dataclasses.replace(cfg, name=f"{cfg.name}-baseline", model=model, energy=energy)
+    """The driving-view point baseline of a config: same data, task, bits and training."""
+    return baselines(dataclasses.replace(cfg, energy=dataclasses.replace(cfg.energy, baseline=True)))[0].cfg
 
 
 def _with_baseline(
     fn: Callable[[Config, Path], dict[str, Any]], cfg: Config, run_dir: Path, needs: str | None = None
 ) -> dict[str, Any]:
-    """Run ``fn`` on the run and, when the config asks for a point baseline (and the
-    baseline's ``needs`` file exists), on ``run_dir/baseline`` too, nesting its summary."""
+    """Run ``fn`` on the run and on each of its point baselines (`apical.flows.baselines`)
+    whose ``needs`` file exists, nesting each summary under the baseline's sub-directory name."""
     summary = fn(cfg, run_dir)
-    base_dir = run_dir / BASELINE_DIR
-    if not (cfg.energy.baseline and cfg.model.kind is not ModelKind.POINT):
-        return summary
-    if needs is not None and not (base_dir / needs).exists():
-        return summary
-    return {**summary, "baseline": fn(baseline_config(cfg), base_dir)}
+    for b in baselines(cfg):
+        base_dir = run_dir / b.subdir
+        if needs is not None and not (base_dir / needs).exists():
+            continue
+        summary = {**summary, b.subdir: fn(b.cfg, base_dir)}
+    return summary
 
 
 def _require(run_dir: Path, *names: str, hint: str) -> None:
@@ -152,7 +149,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "train",
         step_train,
-        ("seed", "data", "model", "quant", "train", "energy.baseline"),
+        ("seed", "data", "model", "quant", "train", "energy.baseline", "energy.baseline_match"),
         (),
         ("train.json", "checkpoint.pt", "config.yaml", "curves.png"),
         "train the Brevitas model (and its point baseline) with quantization-aware training",
@@ -160,16 +157,16 @@ STEPS: tuple[Step, ...] = (
     Step(
         "export",
         step_export,
-        ("seed", "data", "model", "quant", "energy.baseline"),
-        ("checkpoint.pt", "baseline/checkpoint.pt"),
+        ("seed", "data", "model", "quant", "energy.baseline", "energy.baseline_match"),
+        ("checkpoint.pt", "baseline/checkpoint.pt", "baseline_both/checkpoint.pt"),
         ("export.json", "ir/model.yaml", "ir/weights.npz", "test_vectors.npz"),
         "export the integer model (IR) and the integer test vectors",
     ),
     Step(
         "verify",
         step_verify,
-        ("seed", "data", "energy.baseline"),
-        ("checkpoint.pt", "ir", "baseline/ir"),
+        ("seed", "data", "energy.baseline", "energy.baseline_match"),
+        ("checkpoint.pt", "ir", "baseline/ir", "baseline_both/ir"),
         ("verify.json",),
         "check Brevitas == golden integer model on the whole test set",
     ),
@@ -193,7 +190,8 @@ STEPS: tuple[Step, ...] = (
         "energy",
         step_energy,
         ("energy", "hardware.pes", "hardware.clock_mhz"),
-        (*_BASE, "sim.json", "baseline/ir", "baseline/test_vectors.npz"),
+        (*_BASE, "sim.json", "baseline/ir", "baseline/test_vectors.npz", "baseline_both/ir",
+         "baseline_both/test_vectors.npz"),
         ("energy.json",),
         "estimate energy from counted events",
     ),

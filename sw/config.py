@@ -24,8 +24,10 @@ import yaml
 from apical.sw.errors import ApicalError
 
 __all__ = [
+    "BaselineMatch",
     "Combine",
     "Config",
+    "ContextCode",
     "DataConfig",
     "DataSource",
     "EnergyConfig",
@@ -37,6 +39,7 @@ __all__ = [
     "QuantConfig",
     "Scaling",
     "TrainConfig",
+    "Views",
     "config_hash",
     "config_to_dict",
     "default_config_path",
@@ -55,6 +58,27 @@ class Modulation(str, Enum):
     KAY = "kay"
     COOP = "coop"
     ADDITIVE = "additive"
+
+
+class Views(str, Enum):
+    """What a point-neuron net sees: the driving view alone, or both views concatenated."""
+
+    DRIVING = "driving"
+    BOTH = "both"  # early fusion: [x, ctx] feeds the first layer
+
+
+class ContextCode(str, Enum):
+    """How the digits task codes its context modality."""
+
+    SPARSE = "sparse"  # zero where the source pixel is blank: context events scale with content
+    OFFSET = "offset"  # 0.5 + 0.5 * sign * pixel: a blank pixel is 0.5 (every input fires)
+
+
+class BaselineMatch(str, Enum):
+    """How a point baseline is sized against the net it is compared with."""
+
+    HIDDEN = "hidden"  # same hidden widths
+    PARAMS = "params"  # hidden widths scaled so the trainable parameter counts match
 
 
 class Combine(str, Enum):
@@ -88,6 +112,7 @@ class DataConfig:
     noise: float = 0.3  # std of Gaussian noise on the driving view (pixels in [0, 1])
     context_noise: float = 0.1  # std of noise on the context view
     context: bool = True  # produce the second (context) modality
+    context_code: ContextCode = ContextCode.SPARSE  # digits: how the context view is coded
     val_fraction: float = 0.15
     test_fraction: float = 0.2
     max_samples: int | None = None
@@ -111,6 +136,7 @@ class ModelConfig:
     k1: float = 0.5  # kay: fraction of R that passes regardless of context
     k2: float = 1.0  # kay: gain of the R*C interaction
     context: bool = True  # two-point: feed the context modality to the apical site
+    views: Views = Views.DRIVING  # point: the driving view alone or both views (early fusion)
     lateral: bool = False  # two-point: also feed the layer's previous activity as context
     modules: int = 4  # sparse-modular: number of modules M
     granules: int = 128  # sparse-modular: granule units per module
@@ -126,6 +152,8 @@ class ModelConfig:
         _check(self.modules >= 1, f"modules: must be >= 1, got {self.modules}")
         _check(1 <= self.granules <= 4096, f"granules: must be in [1, 4096], got {self.granules}")
         _check(self.fan_in >= 1, f"fan_in: must be >= 1, got {self.fan_in}")
+        _check(self.views is Views.DRIVING or self.kind is ModelKind.POINT,
+               f"views: {self.views.value!r} applies to point nets only (kind is {self.kind.value})")
 
 
 @dataclass(frozen=True)
@@ -176,7 +204,10 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 0.01
     weight_decay: float = 0.0
-    patience: int = 12  # early stopping on validation accuracy
+    patience: int = 12  # early stopping on validation accuracy ...
+    # ... allowed only once the (cosine) learning rate has decayed below this fraction of
+    # ``lr``: a seed never stops while the rate is still high.
+    stop_below_lr: float = 0.1
     threads: int = 2
 
     def __post_init__(self) -> None:
@@ -185,6 +216,7 @@ class TrainConfig:
         _check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
         _check(self.weight_decay >= 0, f"weight_decay: must be >= 0, got {self.weight_decay}")
         _check(self.patience >= 1, f"patience: must be >= 1, got {self.patience}")
+        _check(0.0 <= self.stop_below_lr <= 1.0, f"stop_below_lr: must be in [0, 1], got {self.stop_below_lr}")
         _check(self.threads >= 1, f"threads: must be >= 1, got {self.threads}")
 
 
@@ -212,7 +244,8 @@ class HardwareConfig:
 @dataclass(frozen=True)
 class EnergyConfig:
     table: str = "mcc-ultrascale"  # shipped table name or a YAML file path
-    baseline: bool = True  # train the point-neuron baseline on the same task and compare
+    baseline: bool = True  # train the point-neuron baselines on the same task and compare
+    baseline_match: BaselineMatch = BaselineMatch.HIDDEN  # how the baselines are sized
 
     def __post_init__(self) -> None:
         _check(bool(self.table), "table: must not be empty")
