@@ -10,7 +10,9 @@ table. The variants are: the config itself, each extra two-point setting
 (a YAML of overrides merged onto the config), and the config's like-for-like
 point baselines (driving view; both views). It writes ``compare.json`` and
 ``compare.png`` (test accuracy vs energy per inference, one point per seed and
-variant, Pareto front drawn) atomically; each (variant, seed) result is kept
+variant, Pareto front drawn) atomically. A two-point variant trained without
+context gating also appears as ``<name>+gating``: the same models, counted
+with gating (outputs identical by construction); each (variant, seed) result is kept
 under ``runs/`` so an interrupted comparison resumes where it stopped.
 
 The headline is chosen on validation figures only: the baseline is the point
@@ -36,7 +38,7 @@ import yaml
 
 from apical.flows.baselines import baselines
 from apical.sw.atomic import atomic_write_bytes, atomic_write_json, read_json_object
-from apical.sw.config import Config, config_hash, config_to_dict, parse_config
+from apical.sw.config import Config, ModelKind, config_hash, config_to_dict, parse_config
 from apical.sw.errors import ApicalError
 
 __all__ = ["ACC_TOLERANCE", "DEFAULT_SEEDS", "Variant", "compare", "load_variant", "variants_of"]
@@ -112,7 +114,12 @@ def _golden_figures(model: Any, cfg: Config, split: Any, ir: Any, table: Any) ->
 
 
 def _run_one(cfg: Config) -> dict[str, Any]:
-    """Train ``cfg`` and measure it with the golden model on validation and test."""
+    """Train ``cfg`` and measure it with the golden model on validation and test.
+
+    A two-point net exported without context gating is also measured with it
+    (``gated``): the same trained model, the same outputs (exact by
+    construction), fewer counted synaptic ops.
+    """
     import torch
 
     from apical.flows.energy import load_energy_table
@@ -129,6 +136,16 @@ def _run_one(cfg: Config) -> dict[str, Any]:
         ir = export_ir(model, cfg)
         val = _golden_figures(model, cfg, ds.val, ir, table)
         test = _golden_figures(model, cfg, ds.test, ir, table)
+        gated = None
+        if cfg.model.kind is ModelKind.TWO_POINT and not cfg.hardware.context_gating:
+            gcfg = cfg.replace(hardware=dataclasses.replace(cfg.hardware, context_gating=True))
+            gir = export_ir(model, gcfg)
+            if gir.gated:
+                gv = _golden_figures(model, gcfg, ds.val, gir, table)
+                gt = _golden_figures(model, gcfg, ds.test, gir, table)
+                gated = {"val_syn_ops": gv["syn_ops"], "syn_ops": gt["syn_ops"], "energy_uJ": gt["energy_uJ"],
+                         "syn_ops_per_layer": gt["syn_ops_per_layer"], "val_acc": gv["acc"], "test_acc": gt["acc"],
+                         "gates": {la.name: la.gate for la in gir.layers if la.kind == "two_point"}}
     return {
         "seed": cfg.seed,
         "config_hash": config_hash(cfg),
@@ -140,6 +157,7 @@ def _run_one(cfg: Config) -> dict[str, Any]:
         "syn_ops_per_layer": test["syn_ops_per_layer"],
         "synapses": ir.synapses,
         **facts,
+        "gated": gated,
         "wall_time_s": time.perf_counter() - t0,
     }
 
@@ -259,23 +277,31 @@ def compare(
         raise ApicalError(f"compare: --seeds: must be an integer >= 1, got {seeds!r}")
     out_dir = Path(out_dir)
     variants = variants_of(cfg, extra)
-    summaries = []
-    for v in variants:
-        runs = []
-        for k in range(seeds):
+    runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
+    # Seed-major: an interrupted comparison leaves every variant with the same seeds done.
+    for k in range(seeds):
+        for v in variants:
             rcfg = v.cfg.replace(seed=cfg.seed + k)
             path = out_dir / "runs" / v.name / f"seed{rcfg.seed}.json"
             if path.is_file():
                 cached = read_json_object(path)
                 if cached.get("config_hash") == config_hash(rcfg):
-                    runs.append(cached)
+                    runs[v.name].append(cached)
                     continue
             if progress:
                 progress(f"{v.name} seed {rcfg.seed}")
             r = _run_one(rcfg)
             atomic_write_json(path, r)
-            runs.append(r)
-        summaries.append(_summary(v, runs))
+            runs[v.name].append(r)
+    summaries = []
+    for v in variants:
+        summaries.append(_summary(v, runs[v.name]))
+        if all(r.get("gated") for r in runs[v.name]):
+            # The same models evaluated with context gating: a variant of its own, no retraining.
+            gruns = [{**r, **r["gated"], "gated": None} for r in runs[v.name]]
+            gv = Variant(f"{v.name}+gating", v.kind, v.cfg.replace(
+                hardware=dataclasses.replace(v.cfg.hardware, context_gating=True)))
+            summaries.append({**_summary(gv, gruns), "gated_from": v.name})
     result = {
         "config": cfg.name,
         "config_hash": config_hash(cfg),

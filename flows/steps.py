@@ -74,6 +74,14 @@ def step_verify(cfg: Config, run_dir: Path) -> dict[str, Any]:
     return _with_baseline(verify_run, cfg, run_dir, needs="ir/model.yaml")
 
 
+def _refuse_gated(ir: Any, run_dir: Path) -> None:
+    if ir.gated:
+        raise ApicalError(
+            f"{run_dir / 'ir' / 'model.yaml'}: context gating (hardware.context_gating) is not implemented "
+            "in the RTL yet; export without it for `apical rtl`/`sim`"
+        )
+
+
 def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
     from apical.hw.generate import generate_rtl
     from apical.sw.atomic import atomic_write_json
@@ -81,6 +89,7 @@ def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
     _require(run_dir, "ir/model.yaml", hint="export")
     ir = load_ir(run_dir / "ir")
+    _refuse_gated(ir, run_dir)
     summary = generate_rtl(
         ir, cfg.hardware.pes, run_dir / "rtl", max_weight_depth=cfg.hardware.max_weight_depth
     )
@@ -90,8 +99,10 @@ def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 def step_sim(cfg: Config, run_dir: Path) -> dict[str, Any]:
     from apical.sim.runner import sim_run
+    from apical.sw.ir import load_ir
 
     _require(run_dir, "ir/model.yaml", "test_vectors.npz", hint="export")
+    _refuse_gated(load_ir(run_dir / "ir"), run_dir)
     return sim_run(
         cfg,
         run_dir,
@@ -157,7 +168,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "export",
         step_export,
-        ("seed", "data", "model", "quant", "energy.baseline", "energy.baseline_match"),
+        ("seed", "data", "model", "quant", "energy.baseline", "energy.baseline_match", "hardware.context_gating"),
         ("checkpoint.pt", "baseline/checkpoint.pt", "baseline_both/checkpoint.pt"),
         ("export.json", "ir/model.yaml", "ir/weights.npz", "test_vectors.npz"),
         "export the integer model (IR) and the integer test vectors",

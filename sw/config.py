@@ -58,6 +58,7 @@ class Modulation(str, Enum):
     KAY = "kay"
     COOP = "coop"
     ADDITIVE = "additive"
+    SILENCE = "silence"  # relu(R) * relu(1 + k2 * C): a disagreeing context (C <= -1/k2) silences the unit
 
 
 class Views(str, Enum):
@@ -138,6 +139,7 @@ class ModelConfig:
     context: bool = True  # two-point: feed the context modality to the apical site
     views: Views = Views.DRIVING  # point: the driving view alone or both views (early fusion)
     lateral: bool = False  # two-point: also feed the layer's previous activity as context
+    context_fan_in: int | None = None  # two-point: K context synapses per unit (fixed random mask); None: all
     modules: int = 4  # sparse-modular: number of modules M
     granules: int = 128  # sparse-modular: granule units per module
     fan_in: int = 4  # sparse-modular: K inputs per granule unit
@@ -152,6 +154,8 @@ class ModelConfig:
         _check(self.modules >= 1, f"modules: must be >= 1, got {self.modules}")
         _check(1 <= self.granules <= 4096, f"granules: must be in [1, 4096], got {self.granules}")
         _check(self.fan_in >= 1, f"fan_in: must be >= 1, got {self.fan_in}")
+        _check(self.context_fan_in is None or self.context_fan_in >= 1,
+               f"context_fan_in: must be >= 1, got {self.context_fan_in}")
         _check(self.views is Views.DRIVING or self.kind is ModelKind.POINT,
                f"views: {self.views.value!r} applies to point nets only (kind is {self.kind.value})")
 
@@ -208,6 +212,12 @@ class TrainConfig:
     # ... allowed only once the (cosine) learning rate has decayed below this fraction of
     # ``lr``: a seed never stops while the rate is still high.
     stop_below_lr: float = 0.1
+    # Cost-aware training: penalties added to the loss, per sample. ``activity_penalty`` x the
+    # mean hidden activation; ``ops_penalty`` x the expected synaptic ops, each input's value
+    # times the L1 norm of its fan-out weights (a differentiable stand-in for events x fan-out),
+    # summed over every site and divided by the model's synapse count.
+    activity_penalty: float = 0.0
+    ops_penalty: float = 0.0
     threads: int = 2
 
     def __post_init__(self) -> None:
@@ -217,6 +227,8 @@ class TrainConfig:
         _check(self.weight_decay >= 0, f"weight_decay: must be >= 0, got {self.weight_decay}")
         _check(self.patience >= 1, f"patience: must be >= 1, got {self.patience}")
         _check(0.0 <= self.stop_below_lr <= 1.0, f"stop_below_lr: must be in [0, 1], got {self.stop_below_lr}")
+        _check(self.activity_penalty >= 0, f"activity_penalty: must be >= 0, got {self.activity_penalty}")
+        _check(self.ops_penalty >= 0, f"ops_penalty: must be >= 0, got {self.ops_penalty}")
         _check(self.threads >= 1, f"threads: must be >= 1, got {self.threads}")
 
 
@@ -231,6 +243,10 @@ class HardwareConfig:
     board: str = "zcu104"
     waves: bool = False  # `apical sim` also writes a waveform
     backpressure: bool = True  # `apical sim` drives random back-pressure on both streams
+    # Export two-point layers with context gating (`apical.sw.ir`): the golden model skips and
+    # does not count synapses the modulation table makes irrelevant. The RTL does not implement
+    # it yet, so `apical rtl`/`sim` refuse a gated IR; off by default.
+    context_gating: bool = False
 
     def __post_init__(self) -> None:
         _check(1 <= self.pes <= 64, f"pes: must be in [1, 64], got {self.pes}")

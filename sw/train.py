@@ -85,13 +85,40 @@ def accuracy(model: ApicalNet, split: Split, context: np.ndarray | None = None) 
     return _evaluate(model, split, context)[0]
 
 
-def _loss(model: ApicalNet, x: torch.Tensor, ctx: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+def _expected_ops(model: ApicalNet, traced: dict[str, Any]) -> torch.Tensor:
+    """Differentiable stand-in for synaptic ops per sample, divided by the weight count:
+    every site's inputs times the L1 norm of each input's fan-out weights."""
+    total, weights = 0.0, 0
+    for ls in model.layer_specs():
+        for site in ls.sites.values():
+            if site.linear is None:
+                continue
+            x = torch.cat([traced[s].value for s in site.sources], dim=1)
+            w = site.linear.weight
+            if site.columns is not None:
+                w = w[:, site.columns]
+            if w.shape[1] == 0:
+                continue
+            total = total + (x.abs() * w.abs().sum(dim=0)).sum(dim=1).mean()
+            weights += w.numel()
+    return total / max(1, weights)
+
+
+def _loss(cfg: Config, model: ApicalNet, x: torch.Tensor, ctx: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
     traced = model.trace(x, ctx)
     loss = F.cross_entropy(traced[model.output_name].value, y)
     aux = model.aux_logits(traced)
     if aux:
         # Local losses: each module's readout learns the task on its own.
         loss = loss + sum(F.cross_entropy(a, y) for a in aux) / len(aux)
+    tc = cfg.train
+    if tc.activity_penalty > 0:
+        hidden = [ls.name for ls in model.layer_specs()[:-1]]
+        if hidden:
+            act = torch.stack([traced[n].value.mean() for n in hidden]).mean()
+            loss = loss + tc.activity_penalty * act
+    if tc.ops_penalty > 0:
+        loss = loss + tc.ops_penalty * _expected_ops(model, traced)
     return loss
 
 
@@ -127,7 +154,7 @@ def train_model(
                 idx = perm[lo : lo + tc.batch_size]
                 cb = None if ctx is None else ctx[idx]
                 opt.zero_grad(set_to_none=True)
-                loss = _loss(model, x[idx], cb, y[idx])
+                loss = _loss(cfg, model, x[idx], cb, y[idx])
                 loss.backward()
                 opt.step()
                 model.constrain_()

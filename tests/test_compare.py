@@ -36,7 +36,7 @@ def test_compare_covers_the_variants_and_baselines(result) -> None:
     assert json.loads((out / "compare.json").read_text()) == json.loads(json.dumps(res))
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     names = [v["name"] for v in res["variants"]]
-    assert names == [cfg.name, "lean", "point-driving", "point-both"]
+    assert names == [cfg.name, f"{cfg.name}+gating", "lean", "lean+gating", "point-driving", "point-both"]
     kinds = {v["name"]: v["kind"] for v in res["variants"]}
     assert kinds["lean"] == "two_point" and kinds["point-both"] == "point"
     for v in res["variants"]:
@@ -52,6 +52,18 @@ def test_compare_covers_the_variants_and_baselines(result) -> None:
     # the lean variant really is the smaller net
     lean = next(v for v in res["variants"] if v["name"] == "lean")
     assert lean["hidden"] == [4] and lean["synapses_mean"] < res["variants"][0]["synapses_mean"]
+
+
+def test_gating_variant_is_the_same_models_with_fewer_counted_ops(result) -> None:
+    cfg, _, res = result
+    by = {v["name"]: v for v in res["variants"]}
+    for name in (cfg.name, "lean"):
+        plain, gated = by[name], by[f"{name}+gating"]
+        assert gated["gated_from"] == name
+        assert [r["test_acc"] for r in gated["runs"]] == [r["test_acc"] for r in plain["runs"]]
+        assert [r["val_acc"] for r in gated["runs"]] == [r["val_acc"] for r in plain["runs"]]
+        assert all(g["syn_ops"] <= p["syn_ops"] for g, p in zip(gated["runs"], plain["runs"], strict=True))
+        assert all(g["gates"] == {"tp1": "r"} for g in gated["runs"])  # kay: R <= 0 fixes the output
 
 
 def test_headline_is_chosen_on_validation(result) -> None:
