@@ -163,7 +163,7 @@ STEPS: tuple[Step, ...] = (
         ("seed", "data", "model", "quant", "train", "energy.baseline", "energy.baseline_match"),
         (),
         ("train.json", "checkpoint.pt", "config.yaml", "curves.png"),
-        "train the Brevitas model (and its point baseline) with quantization-aware training",
+        "train the Brevitas model (and its point baselines) with quantization-aware training",
     ),
     Step(
         "export",
