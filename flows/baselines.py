@@ -79,9 +79,11 @@ def _has_context(cfg: Config) -> bool:
     return cfg.model.kind is ModelKind.TWO_POINT and cfg.model.context and cfg.data.context
 
 
-def baselines(cfg: Config) -> tuple[Baseline, ...]:
-    """The point baselines ``cfg`` is compared with (none for a point net or without ``energy.baseline``)."""
-    if not cfg.energy.baseline or cfg.model.kind is ModelKind.POINT:
+def baselines(cfg: Config, *, force: bool = False) -> tuple[Baseline, ...]:
+    """The point baselines ``cfg`` is compared with: none for a point net, nor without
+    ``energy.baseline`` unless ``force``. Only the model section changes (a point model
+    has no baseline of its own), so the flow still records which fields a baseline reads."""
+    if (not cfg.energy.baseline and not force) or cfg.model.kind is ModelKind.POINT:
         return ()
     views = [Views.DRIVING] + ([Views.BOTH] if _has_context(cfg) else [])
     dims = None
@@ -97,9 +99,8 @@ def baselines(cfg: Config) -> tuple[Baseline, ...]:
             in_dim = dims.x_dim + ((dims.ctx_dim or 0) if v is Views.BOTH else 0)
             hidden = _matched_hidden(target, in_dim, hidden, dims.num_classes)
         model = dataclasses.replace(cfg.model, kind=ModelKind.POINT, views=v, hidden=hidden)
-        energy = dataclasses.replace(cfg.energy, baseline=False)
         try:
-            bcfg = dataclasses.replace(cfg, name=f"{cfg.name}-baseline-{v.value}", model=model, energy=energy)
+            bcfg = dataclasses.replace(cfg, name=f"{cfg.name}-baseline-{v.value}", model=model)
         except ValueError as e:  # a frozen section's own validation
             raise ApicalError(f"{cfg.origin}: baseline {v.value}: {e}") from None
         out.append(Baseline(v.value, SUBDIRS[v.value], bcfg))

@@ -107,12 +107,7 @@ def _memory_bits(ir: IR, pes: int) -> dict[str, int]:
     """Bits of every memory the array instantiates, from the schedule the RTL is built from."""
     from apical.hw.schedule import compile_schedule
 
-    mems = compile_schedule(ir, pes).stats()["memories"]
-    out = {}
-    for name, mem in mems.items():
-        bits = int(mem["depth"]) * int(mem["width"]) * int(mem.get("banks", 1))
-        out[name] = bits * pes if name.endswith("_per_pe") else bits
-    return out
+    return {name: m.bits for name, m in compile_schedule(ir, pes).memories().items()}
 
 
 def board_fit(ir: IR, pes: int, board: str) -> dict[str, Any]:

@@ -184,6 +184,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from apical.flows.extras import require_extra
+
+    require_extra("qonnx", "apical import")
     from apical.flows.flow import write_run_config
     from apical.sw.config import ModelKind
     from apical.sw.qonnx_io import import_run
@@ -220,7 +223,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     extra = [load_variant(cfg, v) for v in args.variant or ()]
     console = _console()
-    res = compare(cfg, args.seeds, Path(args.out), extra, progress=lambda m: console.print(f"[cyan]train[/] {m}"))
+    res = compare(cfg, args.seeds, Path(args.out), extra, progress=lambda m: console.print(f"[cyan]train[/] {m}"),
+                  threads=args.threads)
     for v in res["variants"]:
         console.print(
             f"{v['name']:28s} {v['kind']:10s} acc {v['test_acc_mean']:.4f} (min {v['test_acc_min']:.4f})  "
@@ -311,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="output directory")
     sp.add_argument("--variant", action="append", metavar="YAML",
                     help="extra setting: a YAML of config overrides (repeatable)")
+    sp.add_argument("--threads", type=int, default=1, help="torch threads per training run (default 1)")
     sp.set_defaults(fn=cmd_compare)
 
     sp = sub.add_parser("steps", help="list the steps of the flow")

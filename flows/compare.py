@@ -83,10 +83,11 @@ def load_variant(cfg: Config, path: str | Path) -> Variant:
 
 def variants_of(cfg: Config, extra: Sequence[Variant] = ()) -> list[Variant]:
     """The config, the extra variants, then the config's point baselines (driving, both views)."""
-    with_base = cfg.replace(energy=dataclasses.replace(cfg.energy, baseline=True))
     out = [Variant(cfg.name, cfg.model.kind.value, cfg), *extra]
-    for b in baselines(with_base):
-        out.append(Variant(f"point-{b.name}", "point", b.cfg))
+    for b in baselines(cfg, force=True):
+        # A compared point net trains alone (no baselines of its own).
+        bcfg = b.cfg.replace(energy=dataclasses.replace(b.cfg.energy, baseline=False))
+        out.append(Variant(f"point-{b.name}", "point", bcfg))
     names = [v.name for v in out]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup is not None:
@@ -132,7 +133,7 @@ def _run_one(cfg: Config) -> dict[str, Any]:
     with _torch_settings(cfg.train.threads), torch.no_grad():
         ds = load_dataset(cfg)
         with torch.enable_grad():
-            model, facts, _ = train_model(cfg, ds, progress=False)
+            model, facts, _ = train_model(cfg, ds, progress=False, train_curve=False)
         ir = export_ir(model, cfg)
         val = _golden_figures(model, cfg, ds.val, ir, table)
         test = _golden_figures(model, cfg, ds.test, ir, table)
@@ -271,12 +272,22 @@ def compare(
     out_dir: Path,
     extra: Sequence[Variant] = (),
     progress: Callable[[str], None] | None = None,
+    threads: int | None = 1,
 ) -> dict[str, Any]:
-    """Train and measure every variant on ``seeds`` seeds; write ``compare.json`` and ``compare.png``."""
+    """Train and measure every variant on ``seeds`` seeds; write ``compare.json`` and ``compare.png``.
+
+    ``threads`` replaces every variant's ``train.threads`` (None keeps them): a
+    comparison is many small runs, which one thread each trains fastest.
+    """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ApicalError(f"compare: --seeds: must be an integer >= 1, got {seeds!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ApicalError(f"compare: --threads: must be an integer >= 1, got {threads!r}")
     out_dir = Path(out_dir)
     variants = variants_of(cfg, extra)
+    if threads is not None:
+        variants = [dataclasses.replace(v, cfg=v.cfg.replace(train=dataclasses.replace(v.cfg.train, threads=threads)))
+                    for v in variants]
     runs: dict[str, list[dict[str, Any]]] = {v.name: [] for v in variants}
     # Seed-major: an interrupted comparison leaves every variant with the same seeds done.
     for k in range(seeds):
@@ -307,6 +318,7 @@ def compare(
         "config_hash": config_hash(cfg),
         "seeds": seeds,
         "first_seed": cfg.seed,
+        "threads": threads,
         "table": cfg.energy.table,
         "acc_tolerance": ACC_TOLERANCE,
         "variants": summaries,

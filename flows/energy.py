@@ -26,6 +26,7 @@ import yaml
 
 from apical.flows.baselines import HEADLINE_ORDER, SUBDIRS
 from apical.flows.metrics import neurobench_metrics
+from apical.hw.schedule import Schedule, compile_schedule
 from apical.sw.atomic import atomic_write_json, read_json_object
 from apical.sw.config import Config
 from apical.sw.counts import COUNTERS
@@ -285,56 +286,42 @@ def load_energy_table(name_or_path: str) -> EnergyTable:
 class HardwareWords:
     """Word width (bits) and memory size (bytes) each action touches on the PE array.
 
-    The array is shared by all layers (folded), so one multiplier and one
-    weight-memory word width serve every layer: widths are IR-wide maxima. That
-    also makes per-layer and summed-over-layers energies the same formula.
+    Derived from the compiled schedule (`apical.hw.schedule.Schedule.memories`),
+    the object the RTL is generated from, so the widths and sizes costed here
+    are those of the generated memories: a weight read is one entry of
+    accumulator address + bank + weight, held in its PE's weight memory
+    (replicated fan-outs included). The array is shared by all layers
+    (folded), so per-layer and summed-over-layers energies use one formula.
     """
 
     bits: dict[str, int]
     memory_bytes: dict[str, float]
 
 
-def _bits_for(n: int) -> int:
-    """Bits of an index into ``n`` items (at least 1)."""
-    return max(1, (n - 1).bit_length())
-
-
-def hardware_words(ir: IR, pes: int) -> HardwareWords:
+def hardware_words(schedule: Schedule) -> HardwareWords:
     """Word widths and memory sizes the energy table's bit/memory rules are applied to."""
-    if pes < 1:
-        raise ApicalError(f"energy: pes: must be >= 1, got {pes}")
-    sites = [s for layer in ir.layers for s in layer.sites.values()]
-    weight_bits = max(s.weight_bits for s in sites)
-    index_bits = _bits_for(max(layer.size for layer in ir.layers))
-    word = weight_bits + index_bits  # one stored synapse: weight + target-neuron index
-    tensors = [*ir.inputs, *(layer.output for layer in ir.layers)]
-    act_bits = max(t.bits for t in tensors)
-    tp = [layer for layer in ir.layers if layer.table is not None]
-    table_bits = max((layer.out_bits for layer in tp), default=0)
-    table_bytes = max((layer.table.size * layer.out_bits / 8 for layer in tp), default=0.0)
+    mem = schedule.memories()
+    table = mem.get("table")
     bits = {
-        "events": _bits_for(max(s.in_size for s in sites)),
-        "syn_ops": weight_bits,
-        "weight_reads": word,
-        "acc_updates": max(s.acc_bits for s in sites),
-        "act_reads": act_bits,
-        "act_writes": act_bits,
-        "requants": max(s.acc_bits for s in sites),
-        "table_lookups": table_bits,
+        "events": schedule.event_bits,
+        "syn_ops": schedule.weight_bits,
+        "weight_reads": mem["weight"].width,
+        "acc_updates": mem["accumulator"].width,
+        "act_reads": schedule.act_bits,  # one activation lane of the activation memory word
+        "act_writes": schedule.act_bits,
+        "requants": mem["accumulator"].width,
+        "table_lookups": table.width if table else 0,
     }
-    # Each PE holds its share of the synapses (balanced at export time).
-    per_pe_synapses = math.ceil(ir.synapses / pes)
     memory = dict.fromkeys(COUNTERS, 0.0)
-    memory["weight_reads"] = per_pe_synapses * word / 8
-    # Every tensor is kept (sites may read any earlier tensor), so the activation memory holds all.
-    memory["act_reads"] = memory["act_writes"] = sum(t.size * t.bits for t in tensors) / 8
-    memory["table_lookups"] = table_bytes
+    memory["weight_reads"] = mem["weight"].instance_bytes
+    memory["act_reads"] = memory["act_writes"] = mem["activation"].instance_bytes
+    memory["table_lookups"] = table.instance_bytes if table else 0.0
     return HardwareWords(bits=bits, memory_bytes=memory)
 
 
-def unit_energies(ir: IR, table: EnergyTable, pes: int) -> dict[str, float]:
-    """pJ per action for this IR on ``pes`` PEs (the one set of factors every energy uses)."""
-    hw = hardware_words(ir, pes)
+def unit_energies(schedule: Schedule, table: EnergyTable) -> dict[str, float]:
+    """pJ per action for a compiled schedule (the one set of factors every energy uses)."""
+    hw = hardware_words(schedule)
     where = f"energy table {table.name}"
     return {c: table.actions[c].energy_pJ(hw.bits[c], hw.memory_bytes[c], where) for c in COUNTERS}
 
@@ -362,7 +349,7 @@ class EnergyBreakdown:
     dynamic_pJ: np.ndarray
     static_pJ: np.ndarray
     cycles: np.ndarray
-    cycles_source: str  # "lower_bound" (sum over layers of ceil(syn_ops / P)) or "given"
+    cycles_source: str  # "lower_bound" (Schedule.cycle_lower_bound), "given", or how energy_run got them
     pes: int
     clock_mhz: float
     static_mW: float
@@ -437,18 +424,20 @@ def energy_from_counts(
     counts: dict[str, dict[str, np.ndarray]],
     table: EnergyTable,
     *,
-    pes: int,
+    schedule: Schedule,
     clock_mhz: float,
     cycles: np.ndarray | None = None,
+    cycles_source: str = "given",
 ) -> EnergyBreakdown:
     """Energy of ``N`` inferences from their action counts.
 
     ``counts[layer][counter]`` is an int ``[N]`` array for every IR layer (the
     golden model's counts), or ``counts["*"][counter]`` for totals over layers
     (the RTL counters). ``cycles`` (``[N]``) gives the inference time for static
-    power; without it the cycle lower bound, the sum over layers of
-    ``ceil(syn_ops / pes)``, is used (which needs per-layer counts).
+    power; without it the schedule's cycle lower bound, the sum over layers of
+    ``ceil(syn_ops / P)``, is used (which needs per-layer counts).
     """
+    pes = schedule.pes
     if clock_mhz <= 0:
         raise ApicalError(f"energy: clock_mhz: must be > 0, got {clock_mhz}")
     if set(counts) == {ALL_LAYERS}:
@@ -483,7 +472,7 @@ def energy_from_counts(
     cnt = np.stack(arr, axis=1)  # [N, L, A]
     if cnt.shape[0] == 0:
         raise ApicalError("energy: counts: no samples")
-    unit = unit_energies(ir, table, pes)
+    unit = unit_energies(schedule, table)
     u = np.array([unit[c] for c in COUNTERS], dtype=np.float64)
     per_layer = cnt.astype(np.float64) * u
     # Sum the integer counts over layers first, then multiply once: identical counts
@@ -493,14 +482,14 @@ def energy_from_counts(
         if layers == (ALL_LAYERS,):
             raise ApicalError("energy: cycles: required when counts are totals over layers")
         syn = cnt[:, :, COUNTERS.index("syn_ops")]
-        cyc = ((syn + pes - 1) // pes).sum(axis=1)
+        cyc = schedule.cycle_lower_bound({name: syn[:, li] for li, name in enumerate(layers)})
         source = "lower_bound"
     else:
         cyc = np.asarray(cycles)
         if cyc.shape != (cnt.shape[0],) or not np.issubdtype(cyc.dtype, np.integer):
             raise ApicalError(f"energy: cycles: must be an integer array of shape ({cnt.shape[0]},), got {cyc.dtype} {cyc.shape}")
         cyc = cyc.astype(np.int64)
-        source = "given"
+        source = cycles_source
     # static mW x (cycles / clock MHz) us = nJ; x 1e3 -> pJ
     static = table.static_mW * cyc.astype(np.float64) / clock_mhz * 1e3
     return EnergyBreakdown(
@@ -565,8 +554,9 @@ def _rtl_check(
         ALL_LAYERS: {c: sum(golden.counts[layer.name][c][sel] for layer in ir.layers) for c in COUNTERS}
     }
     # Cycles have no golden counterpart: both use the simulated cycles, so the check is on actions.
-    e_rtl = energy_from_counts(ir, rtl_counts, table, pes=sim_pes, clock_mhz=clock_mhz, cycles=cyc_arr)
-    e_gold = energy_from_counts(ir, gold_counts, table, pes=sim_pes, clock_mhz=clock_mhz, cycles=cyc_arr)
+    sched = compile_schedule(ir, sim_pes)
+    e_rtl = energy_from_counts(ir, rtl_counts, table, schedule=sched, clock_mhz=clock_mhz, cycles=cyc_arr)
+    e_gold = energy_from_counts(ir, gold_counts, table, schedule=sched, clock_mhz=clock_mhz, cycles=cyc_arr)
     mismatched = [c for c in COUNTERS if not np.array_equal(rtl_counts[ALL_LAYERS][c], gold_counts[ALL_LAYERS][c])]
     energy_match = bool(np.array_equal(e_rtl.component_pJ(), e_gold.component_pJ()))
     return {
@@ -588,14 +578,46 @@ def _rtl_check(
     }
 
 
+def _measured_cycles(schedule: Schedule, golden: GoldenResult, sim_path: Path) -> tuple[np.ndarray, str] | None:
+    """Cycles of every test sample for static energy, from the simulation when there is one.
+
+    Simulated samples keep their measured cycles; the others get the cycle
+    lower bound scaled by the simulated samples' measured/bound ratio. None
+    when ``sim.json`` is absent or was made for another P.
+    """
+    if not sim_path.is_file():
+        return None
+    sim = read_json_object(sim_path)
+    per, idx = sim.get("per_sample"), sim.get("sample_indices")
+    if sim.get("pes") != schedule.pes or not isinstance(per, list) or not isinstance(idx, list) or not per:
+        return None
+    bound = schedule.cycle_lower_bound({name: c["syn_ops"] for name, c in golden.counts.items()})
+    try:
+        sel = np.asarray(idx, dtype=np.int64)
+        measured = np.asarray([int(e["cycles"]) for e in per], dtype=np.int64)
+        ratio = measured.sum() / max(1, int(bound[sel].sum()))
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None  # _rtl_check names what is malformed
+    cycles = np.ceil(bound * ratio).astype(np.int64)
+    cycles[sel] = measured
+    source = "measured" if len(set(idx)) == len(bound) else "measured+scaled_lower_bound"
+    return cycles, source
+
+
 def _evaluate(
-    ir_dir: Path, vectors: Path, table: EnergyTable, pes: int, clock_mhz: float
-) -> tuple[IR, GoldenResult, EnergyBreakdown, dict[str, np.ndarray]]:
-    """Load an IR and its test vectors, run the golden model, and cost its counts."""
+    ir_dir: Path, vectors: Path, table: EnergyTable, pes: int, clock_mhz: float, sim_path: Path | None = None
+) -> tuple[IR, GoldenResult, EnergyBreakdown, dict[str, np.ndarray], Schedule]:
+    """Load an IR and its test vectors, run the golden model, and cost its counts on its schedule."""
     ir = load_ir(ir_dir)
     inputs = load_test_inputs(ir, vectors)
     golden = run_golden(ir, inputs)
-    return ir, golden, energy_from_counts(ir, golden.counts, table, pes=pes, clock_mhz=clock_mhz), inputs
+    sched = compile_schedule(ir, pes)
+    got = _measured_cycles(sched, golden, sim_path) if sim_path is not None else None
+    cycles, source = got if got is not None else (None, "given")
+    e = energy_from_counts(
+        ir, golden.counts, table, schedule=sched, clock_mhz=clock_mhz, cycles=cycles, cycles_source=source
+    )
+    return ir, golden, e, inputs, sched
 
 
 def _baseline_entry(
@@ -605,7 +627,7 @@ def _baseline_entry(
     vec = base_dir / "test_vectors.npz"
     if not vec.is_file():
         vec = run_dir / "test_vectors.npz"  # same task, same test set
-    bir, bgold, be, binputs = _evaluate(base_dir / "ir", vec, tab, pes, clock)
+    bir, bgold, be, binputs, bsched = _evaluate(base_dir / "ir", vec, tab, pes, clock)
     bsum = be.summary()
     bi, bs = bsum["per_inference_pJ"]["mean"], bsum["per_synapse_pJ"]
     bo = bsum["syn_ops_per_inference"]["mean"]
@@ -617,7 +639,7 @@ def _baseline_entry(
         **{k: bsum[k] for k in ("samples", "per_synapse_pJ", "per_inference_pJ", "per_inference_uJ",
                                  "dynamic_pJ", "static_pJ", "per_component_pJ", "per_layer_pJ",
                                  "syn_ops_per_inference")},
-        "metrics": neurobench_metrics(bir, bgold, inputs=binputs),
+        "metrics": neurobench_metrics(bir, bgold, bsched, inputs=binputs),
         "ratios": {
             "per_inference": this["per_inference_pJ"]["mean"] / bi if bi else None,
             "per_synapse": ps / bs if ps is not None and bs else None,
@@ -638,8 +660,11 @@ def energy_run(cfg: Config, run_dir: Path, table: str | None = None) -> dict[str
     run_dir = Path(run_dir)
     tab = load_energy_table(table or cfg.energy.table)
     pes, clock = cfg.hardware.pes, cfg.hardware.clock_mhz
-    ir, golden, e, inputs = _evaluate(run_dir / "ir", run_dir / "test_vectors.npz", tab, pes, clock)
-    hw = hardware_words(ir, pes)
+    sim_path = run_dir / "sim.json"
+    ir, golden, e, inputs, sched = _evaluate(
+        run_dir / "ir", run_dir / "test_vectors.npz", tab, pes, clock, sim_path=sim_path
+    )
+    hw = hardware_words(sched)
     out: dict[str, Any] = {
         "table": tab.name,
         "table_source": tab.source,
@@ -654,9 +679,8 @@ def energy_run(cfg: Config, run_dir: Path, table: str | None = None) -> dict[str
         **e.summary(),
         "per_sample_pJ": [float(v) for v in e.total_pJ],
         "per_sample_syn_ops": [int(v) for v in e.syn_ops],
-        "metrics": neurobench_metrics(ir, golden, inputs=inputs),
+        "metrics": neurobench_metrics(ir, golden, sched, inputs=inputs),
     }
-    sim_path = run_dir / "sim.json"
     if sim_path.is_file():
         rtl = _rtl_check(ir, golden, tab, sim_path, pes, clock)
     else:

@@ -6,19 +6,20 @@ returns that summary. `STEPS` is the one ordered list that is the flow; the
 CLI and `apical.flows.flow.run_flow` are thin layers over it. A step reaches
 into no other step's internals: it calls the library function of its part.
 
-Each step also declares what it reads (config sections, files) and writes, so
+Each step also declares the run-directory files it reads and writes; the
+config fields it reads are recorded while it runs (`apical.flows.flow`), so
 the flow can skip a step whose inputs did not change.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from apical.flows.baselines import baselines
+from apical.flows.extras import require_extra
 from apical.flows.report import SUMMARIES
 from apical.sw.config import Config
 from apical.sw.errors import ApicalError
@@ -28,7 +29,7 @@ __all__ = ["STEPS", "Step", "baseline_config", "step_by_name"]
 
 def baseline_config(cfg: Config) -> Config:
     """The driving-view point baseline of a config: same data, task, bits and training."""
-    return baselines(dataclasses.replace(cfg, energy=dataclasses.replace(cfg.energy, baseline=True)))[0].cfg
+    return baselines(cfg, force=True)[0].cfg
 
 
 def _with_baseline(
@@ -98,6 +99,7 @@ def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def step_sim(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    require_extra("sim", "apical sim")
     from apical.sim.runner import sim_run
     from apical.sw.ir import load_ir
 
@@ -120,6 +122,7 @@ def step_energy(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def step_synth(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    require_extra("synth", "apical synth")
     from apical.flows.synth import synth_run
 
     _require(run_dir, "ir/model.yaml", hint="export")
@@ -144,11 +147,14 @@ def step_report(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Step:
-    """A step of the flow with what it reads and writes (for skipping and resuming)."""
+    """A step of the flow with the files it reads and writes (for skipping and resuming).
+
+    The config fields a step depends on are not listed: the flow records the
+    ones it reads (`apical.sw.config.record_reads`).
+    """
 
     name: str
     fn: Callable[[Config, Path], dict[str, Any]]
-    config_keys: tuple[str, ...]  # dotted config fields/sections that change its result
     reads: tuple[str, ...]  # run-dir files (or folders) it reads
     writes: tuple[str, ...]  # run-dir files it writes; the first is its summary
     doc: str
@@ -160,7 +166,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "train",
         step_train,
-        ("seed", "data", "model", "quant", "train", "energy.baseline", "energy.baseline_match"),
         (),
         ("train.json", "checkpoint.pt", "config.yaml", "curves.png"),
         "train the Brevitas model (and its point baselines) with quantization-aware training",
@@ -168,7 +173,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "export",
         step_export,
-        ("seed", "data", "model", "quant", "energy.baseline", "energy.baseline_match", "hardware.context_gating"),
         ("checkpoint.pt", "baseline/checkpoint.pt", "baseline_both/checkpoint.pt"),
         ("export.json", "ir/model.yaml", "ir/weights.npz", "test_vectors.npz"),
         "export the integer model (IR) and the integer test vectors",
@@ -176,7 +180,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "verify",
         step_verify,
-        ("seed", "data", "energy.baseline", "energy.baseline_match"),
         ("checkpoint.pt", "ir", "baseline/ir", "baseline_both/ir"),
         ("verify.json",),
         "check Brevitas == golden integer model on the whole test set",
@@ -184,7 +187,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "rtl",
         step_rtl,
-        ("hardware.pes", "hardware.max_weight_depth"),
         ("ir",),
         ("rtl.json", "rtl/apical_top.v"),
         "generate the Verilog of the processing-element array",
@@ -192,7 +194,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "sim",
         step_sim,
-        ("hardware.simulator", "hardware.sim_samples", "hardware.waves", "hardware.backpressure"),
         (*_BASE, "rtl"),
         ("sim.json",),
         "simulate the RTL in cocotb and compare with the golden model",
@@ -200,7 +201,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "energy",
         step_energy,
-        ("energy", "hardware.pes", "hardware.clock_mhz"),
         (*_BASE, "sim.json", "baseline/ir", "baseline/test_vectors.npz", "baseline_both/ir",
          "baseline_both/test_vectors.npz"),
         ("energy.json",),
@@ -209,7 +209,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "synth",
         step_synth,
-        ("hardware.part",),
         ("rtl",),
         ("synth.json",),
         "synthesis estimate with yosys synth_xilinx",
@@ -217,7 +216,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "bitstream",
         step_bitstream,
-        ("hardware.board", "hardware.pes"),
         ("ir",),
         ("bitstream.json",),
         "Vivado build tree or open-tool bitstream",
@@ -225,7 +223,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "report",
         step_report,
-        ("name",),
         tuple(f for f in SUMMARIES if f != "flow.json"),
         ("report.json", "report.html", "report.md"),
         "write report.html and report.md",

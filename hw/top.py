@@ -36,12 +36,10 @@ from apical.hw.finaliser import Finaliser, finaliser_in_bits, finaliser_latency
 from apical.hw.pe import ProcessingElement
 from apical.hw.scanner import Scanner
 from apical.hw.schedule import Schedule, compile_schedule
-from apical.sw.counts import COUNTERS
+from apical.sw.counts import COUNTER_BITS, COUNTERS
 from apical.sw.ir import IR
 
 __all__ = ["COUNTER_BITS", "ApicalTop", "stream_widths"]
-
-COUNTER_BITS = 32
 
 
 def _round8(n: int) -> int:

@@ -8,11 +8,14 @@ raises `ApicalError` with one line naming the file and the dotted field, e.g.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import json
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from importlib import resources
@@ -39,13 +42,92 @@ __all__ = [
     "QuantConfig",
     "Scaling",
     "TrainConfig",
+    "ConfigReads",
     "Views",
     "config_hash",
     "config_to_dict",
+    "config_value",
     "default_config_path",
     "load_config",
     "parse_config",
+    "record_reads",
 ]
+
+
+# --------------------------------------------------------------------------- read recording
+#
+# The flow keys each step's cache on the config fields the step actually read
+# (derived, never declared). Every section notes its field reads into the
+# active `ConfigReads`, if any, the way `decimal` scopes its context: a
+# ContextVar, set only inside `record_reads`.
+
+_ACTIVE: contextvars.ContextVar[ConfigReads | None] = contextvars.ContextVar("apical_config_reads", default=None)
+
+
+class ConfigReads:
+    """The dotted config fields read (leaves: values that are not sections) while recording."""
+
+    def __init__(self, root: Config) -> None:
+        self._paths: dict[int, str] = {id(root): ""}
+        self._keep: list[Any] = [root]  # the ids above stay valid while recording
+        self.fields: set[str] = set()
+
+    def note(self, owner: Any, name: str, value: Any) -> None:
+        prefix = self._paths.get(id(owner))
+        if prefix is None:
+            return  # a section made during the step (e.g. by dataclasses.replace), not read from the config
+        path = f"{prefix}{name}"
+        if isinstance(value, _Section):
+            if id(value) not in self._paths:
+                self._paths[id(value)] = f"{path}."
+                self._keep.append(value)
+        else:
+            self.fields.add(path)
+
+
+class _Section:
+    """Base of the config sections: field reads are noted while `record_reads` is active."""
+
+    __slots__ = ()
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if name[0] != "_":
+            log = _ACTIVE.get()
+            if log is not None:
+                fields = object.__getattribute__(self, "__dataclass_fields__")
+                f = fields.get(name)
+                if f is not None and f.compare:  # `origin` (compare=False) names a file, not a value
+                    log.note(self, name, value)
+        return value
+
+
+@contextlib.contextmanager
+def record_reads(cfg: Config) -> Iterator[ConfigReads]:
+    """Record the fields of ``cfg`` read inside the block (``reads.fields``: dotted names)."""
+    log = ConfigReads(cfg)
+    token = _ACTIVE.set(log)
+    try:
+        yield log
+    finally:
+        _ACTIVE.reset(token)
+
+
+@contextlib.contextmanager
+def _unrecorded() -> Iterator[None]:
+    token = _ACTIVE.set(None)
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def config_value(cfg: Config, dotted: str) -> Any:
+    """The plain value of one dotted field (as `config_to_dict` writes it); None when absent."""
+    cur: Any = config_to_dict(cfg)
+    for part in dotted.split("."):
+        cur = cur.get(part) if isinstance(cur, dict) else None
+    return cur
 
 
 class ModelKind(str, Enum):
@@ -104,7 +186,7 @@ def _check(cond: bool, msg: str) -> None:
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class DataConfig(_Section):
     source: DataSource = DataSource.DIGITS
     # npz: one file with arrays `x` [N, ...], optional `ctx` [N, ...], `y` [N].
     # idx: path to an images IDX file; `labels_path` to its labels IDX file.
@@ -130,7 +212,7 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
     kind: ModelKind = ModelKind.TWO_POINT
     hidden: tuple[int, ...] = (64,)  # hidden layer widths (point and two-point nets)
     modulation: Modulation = Modulation.KAY
@@ -161,7 +243,7 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class LayerBits:
+class LayerBits(_Section):
     weight_bits: int | None = None
     act_bits: int | None = None
 
@@ -172,7 +254,7 @@ class LayerBits:
 
 
 @dataclass(frozen=True)
-class QuantConfig:
+class QuantConfig(_Section):
     input_bits: int = 4
     weight_bits: int = 4
     act_bits: int = 4
@@ -203,7 +285,7 @@ class QuantConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Section):
     epochs: int = 60
     batch_size: int = 64
     lr: float = 0.01
@@ -233,7 +315,7 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class HardwareConfig:
+class HardwareConfig(_Section):
     pes: int = 8  # processing elements P
     clock_mhz: float = 200.0
     max_weight_depth: int = 65536  # synapses one PE may hold (memory limit)
@@ -258,7 +340,7 @@ class HardwareConfig:
 
 
 @dataclass(frozen=True)
-class EnergyConfig:
+class EnergyConfig(_Section):
     table: str = "mcc-ultrascale"  # shipped table name or a YAML file path
     baseline: bool = True  # train the point-neuron baselines on the same task and compare
     baseline_match: BaselineMatch = BaselineMatch.HIDDEN  # how the baselines are sized
@@ -268,7 +350,7 @@ class EnergyConfig:
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(_Section):
     name: str = "apical"
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
@@ -409,8 +491,13 @@ def _plain(value: Any) -> Any:
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
-    """Plain-data form of a config (round-trips through `parse_config`)."""
-    return _plain(cfg)
+    """Plain-data form of a config (round-trips through `parse_config`).
+
+    Not a recorded read: copying the config into an artefact as provenance
+    (checkpoints, summaries) does not make a step depend on every field.
+    """
+    with _unrecorded():
+        return _plain(cfg)
 
 
 def config_hash(cfg: Config) -> str:

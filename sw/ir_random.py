@@ -2,9 +2,10 @@
 
 `random_ir(rng, kind=...)` builds a small IR that passes `validate_ir` and
 exercises the corners the hardware must handle: dense and sparse fan-in-K
-sites, two-point layers with random tables, mixed bit widths 2..8, signed and
-unsigned tensors, multi-source sites, inputs with empty fan-out, shift-only and
-multiplier requantization, negative shifts. `random_inputs(rng, ir, n)` draws
+sites, two-point layers with random tables, mixed bit widths 2..16 per
+tensor, signed and unsigned tensors, outputs without requantisation,
+multi-source sites, inputs with empty fan-out, shift-only and multiplier
+requantization, negative shifts. `random_inputs(rng, ir, n)` draws
 in-range integer inputs with a controllable fraction of zeros (activity
 sparsity). `ir_strategy()` wraps both for hypothesis property tests.
 Everything is deterministic in the generator's state.
@@ -19,6 +20,7 @@ import numpy as np
 from apical.sw.errors import ApicalError
 from apical.sw.ir import (
     IR,
+    MAX_BITS,
     Layer,
     Requant,
     Site,
@@ -56,6 +58,7 @@ def random_site(
     density: float = 0.6,
     requant: str = "mixed",
     empty_fanout: float = 0.15,
+    raw: bool = False,
 ) -> Site:
     """A valid site onto ``size`` neurons from the concatenation of ``sources``.
 
@@ -64,6 +67,9 @@ def random_site(
     ``density``. A fraction ``empty_fanout`` of inputs get no synapses at all.
     ``requant`` is ``"shift"``, ``"mult"`` or ``"mixed"``. The shift is chosen
     from the accumulator's typical magnitude so that outputs use their range.
+    ``raw``: no requantisation where the worst-case accumulator fits in
+    `MAX_BITS` (the output is the signed accumulator; ``bits``/``signed`` then
+    describe it, not the arguments).
     """
     in_size = sum(t.size for t in sources)
     mask = np.zeros((size, in_size), dtype=bool)
@@ -118,6 +124,11 @@ def random_site(
         activation=activation,
     )
     need = acc_bits_needed(site, size, sources)
+    if raw and need <= MAX_BITS:
+        # No requantisation: the output is the accumulator itself (an imported layer
+        # without an output quantizer), signed and exactly as wide as the worst case.
+        return Site(**{**site.__dict__, "acc_bits": need, "requant": Requant(shift=0, multiplier=1),
+                       "bits": need, "signed": True, "activation": "identity"})
     return Site(**{**site.__dict__, "acc_bits": need + int(rng.integers(0, 3))})
 
 
@@ -128,12 +139,13 @@ def random_ir(
     layers: int = 2,
     input_size: tuple[int, int] = (2, 10),
     hidden_size: tuple[int, int] = (2, 8),
-    bits: tuple[int, int] = (2, 8),
+    bits: tuple[int, int] = (2, 16),
     site_bits: tuple[int, int] = (2, 5),
     fan_in: int | None = None,
     density: float = 0.6,
     requant: str = "mixed",
     empty_fanout: float = 0.15,
+    raw_output: float = 0.25,
 ) -> IR:
     """A small random IR that passes `validate_ir`.
 
@@ -143,7 +155,10 @@ def random_ir(
     (each layer's kind, sources and connectivity drawn at random). Sizes and
     bit widths are drawn from the inclusive ranges given; two-point site widths
     from ``site_bits`` (keeps tables at most 2**10 entries). The last layer is
-    a dense signed identity layer (logits), as in the trained networks.
+    a dense signed identity layer (logits), as in the trained networks; with
+    probability ``raw_output`` it has no requantisation at all (its output is
+    the accumulator, up to `MAX_BITS` wide), as imported models without an
+    output quantizer have.
     """
     if kind not in KINDS:
         raise ApicalError(f"random_ir: kind must be one of {KINDS}, got {kind!r}")
@@ -174,7 +189,7 @@ def random_ir(
         sparse = (kind == "sparse" and not last) or (kind == "mixed" and rng.random() < 0.3)
         k = (fan_in if fan_in is not None else 3) if sparse else None
 
-        def site(srcs: list[TensorSpec], b: int, s: bool, act: str) -> Site:
+        def site(srcs: list[TensorSpec], b: int, s: bool, act: str, raw: bool = False) -> Site:
             return random_site(
                 rng,
                 sources=srcs,
@@ -187,6 +202,7 @@ def random_ir(
                 density=density,
                 requant=requant,
                 empty_fanout=empty_fanout,
+                raw=raw,
             )
 
         # Multi-source sites: sometimes also read an earlier tensor (a skip or the context).
@@ -202,7 +218,8 @@ def random_ir(
                 b = _bits(rng, lo_b, hi_b)
                 act = "relu" if rng.random() < 0.7 else "identity"
                 s = act == "identity" or rng.random() < 0.3
-            layer = Layer(name, "dense", n, {"main": site(srcs, b, s, act)}, out_bits=b, out_signed=s)
+            main = site(srcs, b, s, act, raw=last and raw_output > 0 and rng.random() < raw_output)
+            layer = Layer(name, "dense", n, {"main": main}, out_bits=main.bits, out_signed=main.signed)
         else:
             ctx = next(t for t in inputs if t.name == "ctx")
             c_srcs = [ctx] if rng.random() < 0.7 else [ctx, prev]

@@ -123,9 +123,13 @@ def _loss(cfg: Config, model: ApicalNet, x: torch.Tensor, ctx: torch.Tensor | No
 
 
 def train_model(
-    cfg: Config, ds: Dataset, progress: bool = True
+    cfg: Config, ds: Dataset, progress: bool = True, train_curve: bool = True
 ) -> tuple[ApicalNet, dict[str, Any], dict[str, list[float]]]:
-    """Train a fresh model on ``ds``; returns (best-validation model, run facts, learning curves)."""
+    """Train a fresh model on ``ds``; returns (best-validation model, run facts, learning curves).
+
+    ``train_curve=False`` skips the per-epoch accuracy pass over the training split
+    (a curve only; the model and every other figure are the same).
+    """
     tc = cfg.train
     dims = ModelDims(x_dim=ds.x_dim, ctx_dim=ds.ctx_dim, num_classes=ds.num_classes)
     model = build_model(cfg, dims)
@@ -163,7 +167,7 @@ def train_model(
             sched.step()
             epochs_run = epoch + 1
             val_acc, val_loss = _evaluate(model, ds.val)
-            train_acc = accuracy(model, ds.train)
+            train_acc = accuracy(model, ds.train) if train_curve else float("nan")
             curves["train_loss"].append(total / seen)
             curves["train_acc"].append(train_acc)
             curves["val_acc"].append(val_acc)

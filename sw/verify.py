@@ -20,7 +20,7 @@ import numpy as np
 
 from apical.sw.atomic import atomic_write_json
 from apical.sw.config import Config
-from apical.sw.errors import ApicalError
+from apical.sw.errors import ApicalError, CheckFailed
 from apical.sw.golden import GoldenResult, run_golden
 from apical.sw.ir import IR, load_ir
 
@@ -143,4 +143,12 @@ def verify_run(cfg: Config, run_dir: Path) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - t0, 3),
     }
     atomic_write_json(rd / "verify.json", summary)
+    if mismatches and run_cfg.quant.scaling.value == "po2":
+        # Under power-of-two scales the contract is exact: a difference is a failure.
+        name, entry = next((k, e) for k, e in {**cmp["layers"], **cmp["sites"]}.items() if e["mismatches"])
+        fm = entry.get("first_mismatch", {})
+        raise CheckFailed(
+            f"verify: Brevitas and golden differ under po2 scales: sample {fm.get('sample')}: {name} "
+            f"neuron {fm.get('neuron')}: Brevitas {fm.get('brevitas')}, golden {fm.get('golden')}; "
+            f"{mismatches} values in all (see {rd / 'verify.json'})")
     return summary

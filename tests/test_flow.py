@@ -36,9 +36,9 @@ def _fake_steps(calls: list[str]) -> tuple[Step, ...]:
         return {"done": True}
 
     return (
-        Step("a", a, ("seed",), (), ("a.json", "a.txt"), "first"),
-        Step("b", b, ("hardware.pes",), ("a.txt",), ("b.json",), "second"),
-        Step("c", c, (), ("b.json",), ("c.json",), "third"),
+        Step("a", a, (), ("a.json", "a.txt"), "first"),
+        Step("b", b, ("a.txt",), ("b.json",), "second"),
+        Step("c", c, ("b.json",), ("c.json",), "third"),
     )
 
 
@@ -146,7 +146,7 @@ def test_baseline_config_is_point_with_same_task():
     base = baseline_config(cfg)
     assert base.model.kind is ModelKind.POINT
     assert (base.data, base.quant, base.train, base.seed) == (cfg.data, cfg.quant, cfg.train, cfg.seed)
-    assert base.energy.baseline is False
+    assert base.energy == cfg.energy  # a point model has no baseline of its own
 
 
 # --------------------------------------------------------------------------- CLI errors
@@ -213,7 +213,7 @@ def test_two_point_config_gets_both_like_for_like_baselines():
         assert b.cfg.model.kind is ModelKind.POINT
         assert (b.cfg.data, b.cfg.quant, b.cfg.train, b.cfg.seed) == (cfg.data, cfg.quant, cfg.train, cfg.seed)
         assert b.cfg.model.hidden == cfg.model.hidden  # matched hidden size by default
-        assert b.cfg.energy.baseline is False
+        assert b.cfg.energy == cfg.energy
     assert bases["both"].cfg.model.views.value == "both"
     assert bases["driving"].cfg.model.views.value == "driving"
     # no context, no both-views baseline; a point net has none
@@ -236,3 +236,25 @@ def test_param_matched_baselines_have_the_two_point_parameter_count():
         step = in_dim + 1 + 10
         assert abs(got - target) <= step // 2 + 1, (b.name, got, target)
         assert h != cfg.model.hidden[0] or b.name == "both"
+
+
+def test_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command whose optional dependencies are missing names the pip extra to install."""
+    import importlib.util
+
+    from apical.flows import extras
+
+    real = importlib.util.find_spec
+
+    def fake(name: str, *a: object) -> object:
+        if name.split(".")[0] in ("cocotb", "cocotbext", "qonnx"):
+            return None
+        return real(name, *a)
+
+    monkeypatch.setattr(importlib.util, "find_spec", fake)
+    with pytest.raises(ApicalError, match=r"^apical sim needs the \[sim\] extra \(cocotb is not installed\): "
+                                          r"pip install apical\[sim\]$"):
+        extras.require_extra("sim", "apical sim")
+    with pytest.raises(ApicalError, match=r"pip install apical\[qonnx\]$"):
+        extras.require_extra("qonnx", "apical import")
+    extras.require_extra("synth", "apical synth")  # installed here: no error

