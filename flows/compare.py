@@ -100,12 +100,14 @@ def variants_of(cfg: Config, extra: Sequence[Variant] = ()) -> list[Variant]:
 
 def _golden_figures(model: Any, cfg: Config, split: Any, ir: Any, table: Any) -> dict[str, Any]:
     from apical.flows.energy import energy_from_counts
+    from apical.hw.schedule import compile_schedule
     from apical.sw.export import brevitas_trace
     from apical.sw.golden import run_golden
 
     inputs, _ = brevitas_trace(model, split)
     gold = run_golden(ir, inputs)
-    e = energy_from_counts(ir, gold.counts, table, pes=cfg.hardware.pes, clock_mhz=cfg.hardware.clock_mhz)
+    sched = compile_schedule(ir, cfg.hardware.pes)
+    e = energy_from_counts(ir, gold.counts, table, schedule=sched, clock_mhz=cfg.hardware.clock_mhz)
     return {
         "acc": float(np.mean(gold.classes == np.asarray(split.y))),
         "syn_ops": float(e.syn_ops.mean()),
