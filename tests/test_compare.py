@@ -108,3 +108,25 @@ def test_bad_variants_and_seeds_are_one_clear_error(tmp_path: Path, capsys) -> N
         compare(cfg, 0, tmp_path / "x")
     rc = main(["compare", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "o")])
     assert rc == 1 and "missing.yaml" in capsys.readouterr().err
+
+
+def _s(name: str, kind: str, val: float, val_ops: float, test: float, ops: float) -> dict:
+    return {"name": name, "kind": kind, "val_acc_mean": val, "val_syn_ops_mean": val_ops,
+            "test_acc_mean": test, "syn_ops_mean": ops, "energy_uJ_mean": ops * 1e-4}
+
+
+def test_headline_rule_on_synthetic_summaries() -> None:
+    from apical.flows.compare import _headline
+
+    pts = [_s("pd", "point", 0.96, 2000, 0.95, 2000), _s("pb", "point", 0.985, 3400, 0.99, 3400)]
+    # the cheapest two-point net within the tolerance on validation wins, whatever its test figures
+    twos = [_s("big", "two_point", 0.99, 3000, 0.99, 3000), _s("lean", "two_point", 0.981, 1500, 0.97, 1600),
+            _s("tiny", "two_point", 0.97, 500, 0.99, 500)]
+    h = _headline(pts + twos)
+    assert (h["baseline"], h["two_point"]) == ("pb", "lean")
+    assert h["syn_ops_ratio"] == pytest.approx(1600 / 3400) and h["acc_delta"] == pytest.approx(0.97 - 0.99)
+    assert h["equal_accuracy_on_validation"] is True
+    # none within the tolerance: the most accurate on validation, flagged
+    h = _headline(pts + [twos[2]])
+    assert h["two_point"] == "tiny" and h["equal_accuracy_on_validation"] is False
+    assert _headline(pts) is None
