@@ -122,11 +122,11 @@ def test_headline_rule_on_synthetic_summaries() -> None:
     # the cheapest two-point net within the tolerance on validation wins, whatever its test figures
     twos = [_s("big", "two_point", 0.99, 3000, 0.99, 3000), _s("lean", "two_point", 0.981, 1500, 0.97, 1600),
             _s("tiny", "two_point", 0.97, 500, 0.99, 500)]
-    h = _headline(pts + twos)
+    h = _headline([*pts, *twos])
     assert (h["baseline"], h["two_point"]) == ("pb", "lean")
     assert h["syn_ops_ratio"] == pytest.approx(1600 / 3400) and h["acc_delta"] == pytest.approx(0.97 - 0.99)
     assert h["equal_accuracy_on_validation"] is True
     # none within the tolerance: the most accurate on validation, flagged
-    h = _headline(pts + [twos[2]])
+    h = _headline([*pts, twos[2]])
     assert h["two_point"] == "tiny" and h["equal_accuracy_on_validation"] is False
     assert _headline(pts) is None
