@@ -228,6 +228,27 @@ def _import_locked(args: argparse.Namespace, src: Path, run_dir: Path) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from apical.flows.compare import compare, load_variant
+
+    cfg = load_config(args.config)
+    extra = [load_variant(cfg, v) for v in args.variant or ()]
+    console = _console()
+    res = compare(cfg, args.seeds, Path(args.out), extra, progress=lambda m: console.print(f"[cyan]train[/] {m}"),
+                  threads=args.threads)
+    for v in res["variants"]:
+        console.print(
+            f"{v['name']:28s} {v['kind']:10s} acc {v['test_acc_mean']:.4f} (min {v['test_acc_min']:.4f})  "
+            f"syn ops {v['syn_ops_mean']:8.1f}  energy {v['energy_uJ_mean']:.4g} uJ"
+        )
+    h = res["headline"]
+    if h:
+        console.print(f"headline: {h['two_point']} vs {h['baseline']}: syn ops x{h['syn_ops_ratio']:.3f}, "
+                      f"accuracy {h['acc_delta']:+.4f}")
+    console.print(f"wrote {Path(args.out) / 'compare.json'} and compare.png")
+    return 0
+
+
 def cmd_steps(args: argparse.Namespace) -> int:
     from apical.flows.steps import STEPS
 
@@ -315,6 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
     _old_force(sp)
     sp.add_argument("--inputs", help=".npz of integer inputs, one array [N, size] per IR input name")
     sp.set_defaults(fn=cmd_import)
+
+    sp = sub.add_parser("compare", help="train every variant and its point baselines on N seeds; compare.json")
+    sp.add_argument("config", help="YAML config")
+    sp.add_argument("--seeds", type=int, default=5, help="seeds per variant (default 5)")
+    sp.add_argument("--out", required=True, help="output directory")
+    sp.add_argument("--variant", action="append", metavar="YAML",
+                    help="extra setting: a YAML of config overrides (repeatable)")
+    sp.add_argument("--threads", type=int, default=1, help="torch threads per training run (default 1)")
+    sp.set_defaults(fn=cmd_compare)
 
     sp = sub.add_parser("steps", help="list the steps of the flow")
     sp.set_defaults(fn=cmd_steps)
