@@ -1,9 +1,13 @@
 """Runs the ordered steps of `apical.flows.steps.STEPS` into one run directory.
 
-A step is skipped when the content hash of its inputs (the config fields it
-declares plus the run-directory files it reads) equals the hash recorded in
-``flow.json`` when it last ran, and its summary is still there; ``force``
-redoes it. ``start``/``stop`` run a slice of the flow (``apical run --from rtl
+A step is skipped when the content hash of its inputs equals the hash
+recorded in ``flow.json`` when it last ran, and its summary is still there;
+``force`` redoes it. The inputs are the run-directory files the step lists
+and the config fields it actually read last time: each step runs under
+`apical.sw.config.record_reads`, and the fields it touched are stored with
+its hash (``config_reads``), so a step's key is derived from the code, not
+from a hand-kept list. A field no step read changes no key; reads depend only
+on values read, so unchanged values mean the same reads. ``start``/``stop`` run a slice of the flow (``apical run --from rtl
 --to sim``). ``flow.json`` records per step its input hash, wall time and
 status; it is rewritten atomically after every step, so an interrupted run
 resumes where it stopped and leaves no half-written artefact.
@@ -11,33 +15,29 @@ resumes where it stopped and leaves no half-written artefact.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from apical.sw.atomic import atomic_write_json, atomic_write_text
-from apical.sw.config import Config, config_hash, config_to_dict
+from apical.sw.config import Config, config_hash, config_to_dict, config_value, record_reads
 from apical.sw.errors import ApicalError, CheckFailed
 
 from .steps import STEPS, Step, step_by_name
 
-__all__ = ["FLOW_FILE", "Reporter", "input_hash", "run_flow", "write_run_config"]
+__all__ = ["FLOW_FILE", "LOCK_FILE", "Reporter", "files_hash", "input_hash", "run_flow", "run_lock", "write_run_config"]
 
 FLOW_FILE = "flow.json"
-FLOW_VERSION = 1
+FLOW_VERSION = 2  # 2: config keys recorded per step (config_reads)
 
 # reporter(event, step, info): event is "start", "skip" or "done".
 Reporter = Callable[[str, Step, dict[str, Any]], None]
-
-
-def _dotted(d: dict[str, Any], key: str) -> Any:
-    cur: Any = d
-    for part in key.split("."):
-        cur = cur.get(part) if isinstance(cur, dict) else None
-    return cur
 
 
 def _hash_path(p: Path) -> str:
@@ -56,14 +56,19 @@ def _hash_path(p: Path) -> str:
     return "missing"
 
 
-def input_hash(step: Step, cfg: Config, run_dir: Path) -> str:
-    """Content hash of everything the step reads."""
-    plain = config_to_dict(cfg)
+def files_hash(step: Step, run_dir: Path) -> str:
+    """Content hash of the run-directory files (or folders) the step reads."""
+    blob = {r: _hash_path(run_dir / r) for r in step.reads}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()
+
+
+def input_hash(step: Step, cfg: Config, files: str, config_reads: list[str]) -> str:
+    """The step's cache key: its files' hash and the values of the config fields it reads."""
     blob = {
         "step": step.name,
         "flow_version": FLOW_VERSION,
-        "config": {k: _dotted(plain, k) for k in step.config_keys},
-        "files": {r: _hash_path(run_dir / r) for r in step.reads},
+        "config": {k: config_value(cfg, k) for k in config_reads},
+        "files": files,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -107,18 +112,55 @@ def run_flow(
     i1 = names.index(step_by_name(stop).name) if stop else len(STEPS) - 1
     if i0 > i1:
         raise ApicalError(f"--from {start} comes after --to {stop}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        return _run_locked(cfg, run_dir, STEPS[i0 : i1 + 1], force, reporter)
+
+
+LOCK_FILE = ".apical.lock"  # a dot name: never part of a step's input hash
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock: a second run on it fails at once with one line.
+
+    An advisory ``flock`` on ``run_dir/.apical.lock``: the kernel drops it when
+    the holder exits, however it exits, so a killed run never leaves it stuck.
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise ApicalError(f"{e.filename or run_dir}: cannot use as a run directory ({e.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ApicalError(f"{run_dir}: another apical command is running on this run directory") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _run_locked(
+    cfg: Config, run_dir: Path, steps: tuple[Step, ...], force: bool, reporter: Reporter | None
+) -> dict[str, Any]:
     # The recorded config changes only once a step made with it has succeeded,
     # so a failing command-line override does not stick to the run directory.
     if not (run_dir / "config.yaml").exists():
         write_run_config(cfg, run_dir)
     record = _load_flow(run_dir)
     record["config_hash"] = config_hash(cfg)
-    for step in STEPS[i0 : i1 + 1]:
-        h = input_hash(step, cfg, run_dir)
+    for step in steps:
+        files = files_hash(step, run_dir)
         prev = record["steps"].get(step.name, {})
-        outputs_there = all((run_dir / w).exists() for w in step.writes[:1])
-        if not force and prev.get("input_hash") == h and prev.get("status") == "done" and outputs_there:
+        reads = prev.get("config_reads")
+        fresh = (
+            isinstance(reads, list)
+            and prev.get("input_hash") == input_hash(step, cfg, files, reads)
+            and prev.get("status") == "done"
+            and (run_dir / step.writes[0]).exists()
+        )
+        if not force and fresh:
             prev = dict(prev, skipped=True)
             record["steps"][step.name] = prev
             if reporter:
@@ -128,20 +170,23 @@ def run_flow(
             reporter("start", step, {})
         t0 = time.perf_counter()
         try:
-            summary = step.fn(cfg, run_dir)
+            with record_reads(cfg) as log:
+                summary = step.fn(cfg, run_dir)
         except CheckFailed:
             # The step wrote its summary but its check failed: never skip it on a re-run.
             record["steps"][step.name] = {
-                "input_hash": h, "status": "failed", "seconds": round(time.perf_counter() - t0, 3),
+                "status": "failed", "seconds": round(time.perf_counter() - t0, 3),
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "skipped": False,
             }
             atomic_write_json(run_dir / FLOW_FILE, record)
             raise
         seconds = time.perf_counter() - t0
+        reads = sorted(log.fields)
         if not (run_dir / step.writes[0]).exists():
             atomic_write_json(run_dir / step.writes[0], summary)
         entry = {
-            "input_hash": h,
+            "input_hash": input_hash(step, cfg, files, reads),
+            "config_reads": reads,
             "status": "done",
             "seconds": round(seconds, 3),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -1,6 +1,6 @@
 """NeuroBench-style static and workload metrics of an IR on a test set.
 
-Contract: `neurobench_metrics(ir, golden_result, inputs=...)` returns a plain,
+Contract: `neurobench_metrics(ir, golden_result, schedule, inputs=...)` returns a plain,
 JSON-ready dict: footprint (bytes of the stored model under the rule in
 `footprint`), connection sparsity, activation sparsity, dense and effective
 synaptic operations per inference (means over the test set). Definitions follow
@@ -15,53 +15,40 @@ from typing import Any
 
 import numpy as np
 
+from apical.hw.schedule import Schedule
 from apical.sw.counts import COUNTERS
 from apical.sw.errors import ApicalError
 from apical.sw.ir import IR
 
 __all__ = ["footprint", "neurobench_metrics"]
 
-# Requantisation parameters stored per site: shift in [-32, 63] (7 bits) and, for
-# float scaling, a multiplier below 2**24 (24 bits).
-_SHIFT_BITS = 7
-_MULT_BITS = 24
+def footprint(schedule: Schedule) -> dict[str, int]:
+    """Bytes of the stored model, as the PE array holds it (its initialised memories).
 
-
-def _bits_for(n: int) -> int:
-    return max(1, (n - 1).bit_length())
-
-
-def footprint(ir: IR) -> dict[str, int]:
-    """Bytes of the stored model, as the PE array holds it.
-
-    Rule: every synapse is one word of the widest weight plus a target-neuron
-    index wide enough for the largest layer (the PE weight memory word is
-    shared by all layers); each site stores ``in_size + 1`` fan-out pointers of
-    ``ceil(log2(nnz + 1))`` bits, one bias per neuron at the accumulator width,
-    and its requantisation shift (7 bits) and multiplier (24 bits, only when
-    not shift-only); each two-point layer stores its table at the output width.
-    Each part is rounded up to whole bytes.
+    From the compiled schedule the RTL is built from (`Schedule.memories`): the
+    weight memories (one accumulator address + bank + weight entry per stored
+    synapse, replicated fan-outs included), the fan-out index memories, the
+    bias memories, the event mask and the two-point tables. Each part is
+    rounded up to whole bytes. Requantisation shifts and multipliers are
+    constants in the logic, not memory.
     """
-    sites = [(layer, s) for layer in ir.layers for s in layer.sites.values()]
-    word = max(s.weight_bits for _, s in sites) + _bits_for(max(layer.size for layer in ir.layers))
-    weight_bits = ir.synapses * word
-    pointer_bits = sum((s.in_size + 1) * _bits_for(s.nnz + 1) for _, s in sites)
-    bias_bits = sum(layer.size * s.acc_bits for layer, s in sites)
-    requant_bits = sum(_SHIFT_BITS + (0 if s.requant.is_shift_only else _MULT_BITS) for _, s in sites)
-    table_bits = sum(layer.table.size * layer.out_bits for layer in ir.layers if layer.table is not None)
+    mem = schedule.memories()
     parts = {
-        "weights_bytes": math.ceil(weight_bits / 8),
-        "pointers_bytes": math.ceil(pointer_bits / 8),
-        "biases_bytes": math.ceil(bias_bits / 8),
-        "requant_bytes": math.ceil(requant_bits / 8),
-        "tables_bytes": math.ceil(table_bits / 8),
+        "weights_bytes": math.ceil(mem["weight"].bits / 8),
+        "pointers_bytes": math.ceil((mem["index"].bits + mem["event_mask"].bits) / 8),
+        "biases_bytes": math.ceil(mem["bias"].bits / 8),
+        "tables_bytes": math.ceil(mem["table"].bits / 8) if "table" in mem else 0,
     }
-    return {"footprint_bytes": sum(parts.values()), "synapse_word_bits": word, **parts}
+    return {"footprint_bytes": sum(parts.values()), "synapse_word_bits": mem["weight"].width, **parts}
 
 
-def neurobench_metrics(ir: IR, golden_result: Any, *, inputs: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+def neurobench_metrics(
+    ir: IR, golden_result: Any, schedule: Schedule, *, inputs: dict[str, np.ndarray] | None = None
+) -> dict[str, Any]:
     """NeuroBench-style metrics of ``ir`` over the samples ``golden_result`` was run on.
 
+    ``schedule`` is ``ir`` compiled for the array (`apical.hw.schedule.compile_schedule`):
+    the footprint is that of its memories.
     ``golden_result`` is an `apical.sw.golden.GoldenResult` (``outputs`` and
     ``counts`` are read). ``inputs`` are the integer network inputs the golden
     model ran on; with them, activation sparsity covers inputs and layer outputs
@@ -100,7 +87,7 @@ def neurobench_metrics(ir: IR, golden_result: Any, *, inputs: dict[str, np.ndarr
     n = int(np.asarray(syn).shape[0]) if np.ndim(syn) else 0
     eff_mean = float(np.mean(syn)) if n else 0.0
     return {
-        **footprint(ir),
+        **footprint(schedule),
         "synapses": nnz,
         "dense_synapses": dense,
         "connection_sparsity": 1.0 - nnz / dense if dense else 0.0,

@@ -6,46 +6,44 @@ returns that summary. `STEPS` is the one ordered list that is the flow; the
 CLI and `apical.flows.flow.run_flow` are thin layers over it. A step reaches
 into no other step's internals: it calls the library function of its part.
 
-Each step also declares what it reads (config sections, files) and writes, so
+Each step also declares the run-directory files it reads and writes; the
+config fields it reads are recorded while it runs (`apical.flows.flow`), so
 the flow can skip a step whose inputs did not change.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apical.flows.baselines import baselines
+from apical.flows.extras import require_extra
 from apical.flows.report import SUMMARIES
-from apical.sw.config import Config, ModelKind
+from apical.sw.config import Config
 from apical.sw.errors import ApicalError
 
 __all__ = ["STEPS", "Step", "baseline_config", "step_by_name"]
 
-BASELINE_DIR = "baseline"
-
 
 def baseline_config(cfg: Config) -> Config:
-    """The point-neuron baseline of a config: same data, task, bits and training."""
-    model = dataclasses.replace(cfg.model, kind=ModelKind.POINT)
-    energy = dataclasses.replace(cfg.energy, baseline=False)
-    return dataclasses.replace(cfg, name=f"{cfg.name}-baseline", model=model, energy=energy)
+    """The driving-view point baseline of a config: same data, task, bits and training."""
+    return baselines(cfg, force=True)[0].cfg
 
 
 def _with_baseline(
     fn: Callable[[Config, Path], dict[str, Any]], cfg: Config, run_dir: Path, needs: str | None = None
 ) -> dict[str, Any]:
-    """Run ``fn`` on the run and, when the config asks for a point baseline (and the
-    baseline's ``needs`` file exists), on ``run_dir/baseline`` too, nesting its summary."""
+    """Run ``fn`` on the run and on each of its point baselines (`apical.flows.baselines`)
+    whose ``needs`` file exists, nesting each summary under the baseline's sub-directory name."""
     summary = fn(cfg, run_dir)
-    base_dir = run_dir / BASELINE_DIR
-    if not (cfg.energy.baseline and cfg.model.kind is not ModelKind.POINT):
-        return summary
-    if needs is not None and not (base_dir / needs).exists():
-        return summary
-    return {**summary, "baseline": fn(baseline_config(cfg), base_dir)}
+    for b in baselines(cfg):
+        base_dir = run_dir / b.subdir
+        if needs is not None and not (base_dir / needs).exists():
+            continue
+        summary = {**summary, b.subdir: fn(b.cfg, base_dir)}
+    return summary
 
 
 def _require(run_dir: Path, *names: str, hint: str) -> None:
@@ -77,6 +75,14 @@ def step_verify(cfg: Config, run_dir: Path) -> dict[str, Any]:
     return _with_baseline(verify_run, cfg, run_dir, needs="ir/model.yaml")
 
 
+def _refuse_gated(ir: Any, run_dir: Path) -> None:
+    if ir.gated:
+        raise ApicalError(
+            f"{run_dir / 'ir' / 'model.yaml'}: context gating (hardware.context_gating) is not implemented "
+            "in the RTL yet; export without it for `apical rtl`/`sim`"
+        )
+
+
 def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
     from apical.hw.generate import generate_rtl
     from apical.sw.atomic import atomic_write_json
@@ -84,6 +90,7 @@ def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
     _require(run_dir, "ir/model.yaml", hint="export")
     ir = load_ir(run_dir / "ir")
+    _refuse_gated(ir, run_dir)
     summary = generate_rtl(
         ir, cfg.hardware.pes, run_dir / "rtl", max_weight_depth=cfg.hardware.max_weight_depth
     )
@@ -92,15 +99,19 @@ def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def step_sim(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    require_extra("sim", "apical sim")
     from apical.sim.runner import sim_run
+    from apical.sw.ir import load_ir
 
     _require(run_dir, "ir/model.yaml", "test_vectors.npz", hint="export")
+    _refuse_gated(load_ir(run_dir / "ir"), run_dir)
     return sim_run(
         cfg,
         run_dir,
         simulator=cfg.hardware.simulator,
         samples=cfg.hardware.sim_samples,
         waves=cfg.hardware.waves,
+        path=cfg.hardware.sim_path,
     )
 
 
@@ -112,6 +123,7 @@ def step_energy(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def step_synth(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    require_extra("synth", "apical synth")
     from apical.flows.synth import synth_run
 
     _require(run_dir, "ir/model.yaml", hint="export")
@@ -119,7 +131,12 @@ def step_synth(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 
 def step_bitstream(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    from apical.flows.bitstream import bitstream_run
+    from apical.flows.bitstream import BOARDS, bitstream_run
+    from apical.flows.extras import BITSTREAM_MODULES
+
+    spec = BOARDS.get(cfg.hardware.board)
+    if spec is not None:  # an unknown board is reported by bitstream_run
+        require_extra("synth", f"apical bitstream for {spec.name}", BITSTREAM_MODULES[spec.flow])
 
     _require(run_dir, "ir/model.yaml", hint="export")
     return bitstream_run(cfg, run_dir, board=cfg.hardware.board)
@@ -136,11 +153,14 @@ def step_report(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Step:
-    """A step of the flow with what it reads and writes (for skipping and resuming)."""
+    """A step of the flow with the files it reads and writes (for skipping and resuming).
+
+    The config fields a step depends on are not listed: the flow records the
+    ones it reads (`apical.sw.config.record_reads`).
+    """
 
     name: str
     fn: Callable[[Config, Path], dict[str, Any]]
-    config_keys: tuple[str, ...]  # dotted config fields/sections that change its result
     reads: tuple[str, ...]  # run-dir files (or folders) it reads
     writes: tuple[str, ...]  # run-dir files it writes; the first is its summary
     doc: str
@@ -152,31 +172,27 @@ STEPS: tuple[Step, ...] = (
     Step(
         "train",
         step_train,
-        ("seed", "data", "model", "quant", "train", "energy.baseline"),
         (),
         ("train.json", "checkpoint.pt", "config.yaml", "curves.png"),
-        "train the Brevitas model (and its point baseline) with quantization-aware training",
+        "train the Brevitas model (and its point baselines) with quantization-aware training",
     ),
     Step(
         "export",
         step_export,
-        ("seed", "data", "model", "quant", "energy.baseline"),
-        ("checkpoint.pt", "baseline/checkpoint.pt"),
+        ("checkpoint.pt", "baseline/checkpoint.pt", "baseline_both/checkpoint.pt"),
         ("export.json", "ir/model.yaml", "ir/weights.npz", "test_vectors.npz"),
         "export the integer model (IR) and the integer test vectors",
     ),
     Step(
         "verify",
         step_verify,
-        ("seed", "data", "energy.baseline"),
-        ("checkpoint.pt", "ir", "baseline/ir"),
+        ("checkpoint.pt", "ir", "baseline/ir", "baseline_both/ir"),
         ("verify.json",),
         "check Brevitas == golden integer model on the whole test set",
     ),
     Step(
         "rtl",
         step_rtl,
-        ("hardware.pes", "hardware.max_weight_depth"),
         ("ir",),
         ("rtl.json", "rtl/apical_top.v"),
         "generate the Verilog of the processing-element array",
@@ -184,23 +200,21 @@ STEPS: tuple[Step, ...] = (
     Step(
         "sim",
         step_sim,
-        ("hardware.simulator", "hardware.sim_samples", "hardware.waves", "hardware.backpressure"),
         (*_BASE, "rtl"),
         ("sim.json",),
-        "simulate the RTL in cocotb and compare with the golden model",
+        "simulate the RTL on the test split (fast harness or cocotb) and compare with the golden model",
     ),
     Step(
         "energy",
         step_energy,
-        ("energy", "hardware.pes", "hardware.clock_mhz"),
-        (*_BASE, "sim.json", "baseline/ir", "baseline/test_vectors.npz"),
+        (*_BASE, "sim.json", "bitstream.json", "baseline/ir", "baseline/test_vectors.npz", "baseline_both/ir",
+         "baseline_both/test_vectors.npz"),
         ("energy.json",),
         "estimate energy from counted events",
     ),
     Step(
         "synth",
         step_synth,
-        ("hardware.part",),
         ("rtl",),
         ("synth.json",),
         "synthesis estimate with yosys synth_xilinx",
@@ -208,7 +222,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "bitstream",
         step_bitstream,
-        ("hardware.board", "hardware.pes"),
         ("ir",),
         ("bitstream.json",),
         "Vivado build tree or open-tool bitstream",
@@ -216,7 +229,6 @@ STEPS: tuple[Step, ...] = (
     Step(
         "report",
         step_report,
-        ("name",),
         tuple(f for f in SUMMARIES if f != "flow.json"),
         ("report.json", "report.html", "report.md"),
         "write report.html and report.md",

@@ -13,9 +13,9 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["COUNTER_BITS", "CounterBank"]
+from apical.sw.counts import COUNTER_BITS
 
-COUNTER_BITS = 32
+__all__ = ["CounterBank"]
 
 
 class CounterBank(wiring.Component):

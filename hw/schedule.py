@@ -26,16 +26,18 @@ layer's finalisation can overlap the next layer's accumulation.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.utils import bits_for
 
+from apical.hw.layouts import bias_layout, event_layout, index_layout, weight_layout
 from apical.sw.errors import ApicalError
 from apical.sw.ir import IR, Layer
 
 __all__ = [
     "LayerProgram",
+    "MemorySpec",
     "PEImage",
     "Schedule",
     "Segment",
@@ -108,6 +110,33 @@ class LayerProgram:
     group: int = 1  # neuron mode: PEs sharing each neuron (slots: neurons per group)
 
 
+@dataclass(frozen=True)
+class MemorySpec:
+    """One kind of on-chip memory: an instance per entry of ``depths``, ``width``-bit words.
+
+    Widths come from the named layouts (`apical.hw.layouts`) the RTL builds its
+    memories with; depths from the schedule: what the RTL instantiates.
+    """
+
+    width: int
+    depths: tuple[int, ...]
+
+    @property
+    def depth(self) -> int:
+        """Words of the largest instance (the one a size rule should assume)."""
+        return max(self.depths)
+
+    @property
+    def bits(self) -> int:
+        """Bits over all instances."""
+        return self.width * sum(self.depths)
+
+    @property
+    def instance_bytes(self) -> float:
+        """Bytes of the largest instance."""
+        return self.depth * self.width / 8
+
+
 @dataclass(frozen=True, eq=False)
 class PEImage:
     """Initial contents of one PE's memories."""
@@ -151,6 +180,41 @@ class Schedule:
     def synapses_per_pe(self) -> tuple[int, ...]:
         return tuple(len(im.weights) for im in self.images)
 
+    def memories(self) -> dict[str, MemorySpec]:
+        """Every memory of the array as the RTL builds it (`apical.hw.pe`, `finaliser`, `scanner`, `top`).
+
+        The one source for memory bits and word widths: the energy model, the
+        footprint and rtl.json read these. The weight memory of PE ``p`` holds
+        exactly its synapses (replicated fan-outs included), one entry at least.
+        """
+        P = self.pes
+        mems = {
+            "activation": MemorySpec(self.lanes * self.act_bits, (self.act_words,)),
+            "weight": MemorySpec(weight_layout(self.acc_depth, self.weight_bits).size,
+                                 tuple(max(1, n) for n in self.synapses_per_pe)),
+            "index": MemorySpec(index_layout(self.weight_depth, self.max_fanout).size, (self.index_depth,) * P),
+            "bias": MemorySpec(bias_layout(self.acc_bits).size, (max(1, self.bias_depth),) * P),
+            "accumulator": MemorySpec(self.acc_bits, (self.acc_depth,) * (2 * P)),
+            "event_mask": MemorySpec(P, (self.index_depth,)),
+        }
+        if self.table:
+            mems["table"] = MemorySpec(self.act_bits, (len(self.table),) * P)
+        return mems
+
+    @property
+    def event_bits(self) -> int:
+        """Width of one event (index-memory address + value) on the scanner-to-PE streams."""
+        return event_layout(self.index_depth, self.value_bits).size
+
+    def cycle_lower_bound(self, syn_ops: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Per-sample cycle lower bound: the sum over layers of ``ceil(syn_ops_layer / P)``.
+
+        ``syn_ops[layer]`` is an int ``[N]`` array (the golden model's counts);
+        each PE does at most one synaptic operation per cycle.
+        """
+        per_layer = [np.asarray(syn_ops[lp.name], dtype=np.int64) for lp in self.layers]
+        return sum((-(-s // self.pes) for s in per_layer), np.zeros_like(per_layer[0]))
+
     def stats(self) -> dict:
         """Numbers for reports (rtl.json)."""
         return {
@@ -163,14 +227,8 @@ class Schedule:
             "issue": self.issue,
             "synapses_per_pe": list(self.synapses_per_pe),
             "memories": {
-                "activation": {"depth": self.act_words, "width": self.lanes * self.act_bits},
-                "weight_per_pe": {"depth": self.weight_depth, "width": _entry_bits(self)},
-                "index_per_pe": {"depth": self.index_depth,
-                                 "width": bits_for(self.weight_depth) + bits_for(self.max_fanout)},
-                "bias_per_pe": {"depth": self.bias_depth, "width": 2 * self.acc_bits},
-                "accumulator_per_pe": {"depth": self.acc_depth, "width": self.acc_bits, "banks": 2},
-                "event_mask": {"depth": self.index_depth, "width": self.pes},
-                "table_per_pe": {"depth": len(self.table), "width": self.act_bits},
+                name: {"width": m.width, "depth": m.depth, "instances": len(m.depths), "bits": m.bits}
+                for name, m in self.memories().items()
             },
             "layers": [
                 {
@@ -189,10 +247,6 @@ class Schedule:
                 for lp in self.layers
             ],
         }
-
-
-def _entry_bits(s: Schedule) -> int:
-    return bits_for(max(s.acc_depth - 1, 1)) + 1 + s.weight_bits
 
 
 def _lpt(loads: np.ndarray, bins: int, capacity: int) -> np.ndarray:

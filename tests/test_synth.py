@@ -103,7 +103,7 @@ def test_large_weight_memory_lands_in_block_ram(tmp_path: Path) -> None:
     rng = np.random.default_rng(4)
     ir = random_ir(rng, kind="dense", layers=2, input_size=(64, 64), hidden_size=(64, 64), bits=(8, 8), density=1.0)
     pes = 2
-    mem = compile_schedule(ir, pes).stats()["memories"]["weight_per_pe"]
+    mem = compile_schedule(ir, pes).stats()["memories"]["weight"]
     assert mem["depth"] * mem["width"] > 18 * 1024, "test IR must need more than one RAMB18 per PE"
     run = _run_dir(tmp_path, ir, pes)
     s = synth_run(Config(hardware=HardwareConfig(pes=pes)), run)
