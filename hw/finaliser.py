@@ -11,12 +11,11 @@ raw output lane value (``act_bits`` two's complement).
 
 from __future__ import annotations
 
-import math
-
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for, ceil_log2
 
 from apical.hw.layouts import bias_layout
 from apical.hw.requant import Requantizer
@@ -36,7 +35,7 @@ def finaliser_latency(schedule: Schedule) -> int:
 
 def finaliser_in_bits(schedule: Schedule) -> int:
     """Width of the accumulator sums a finaliser takes (room for the adder tree over PEs)."""
-    return schedule.acc_bits + max(1, math.ceil(math.log2(schedule.pes))) + 1
+    return schedule.acc_bits + max(1, ceil_log2(schedule.pes)) + 1
 
 
 class Finaliser(wiring.Component):
@@ -83,7 +82,7 @@ class Finaliser(wiring.Component):
         # F1 -> F2: multiply by the site's multiplier (one shared multiplier per bank,
         # registered, so the requantiser after it is shift/round/clamp only).
         mult_max = max(sp.multiplier for lp in s.layers for sp in lp.sites)
-        mult_bits = max(1, mult_max.bit_length())
+        mult_bits = bits_for(mult_max)
         prod_bits = in_bits + 1 + mult_bits + 1
         prods = [Signal(signed(prod_bits), name=f"prod{b}") for b in (0, 1)]
         mults = [Signal(unsigned(mult_bits), name=f"mult{b}") for b in (0, 1)]
