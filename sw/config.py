@@ -40,6 +40,7 @@ __all__ = [
     "QuantConfig",
     "Scaling",
     "TrainConfig",
+    "TrainMode",
     "ConfigReads",
     "config_hash",
     "config_to_dict",
@@ -142,6 +143,11 @@ class Modulation(str, Enum):
 class Combine(str, Enum):
     SUM = "sum"
     CONCAT = "concat"
+
+
+class TrainMode(str, Enum):
+    END_TO_END = "end_to_end"  # one optimiser over the whole net
+    DECOUPLED = "decoupled"  # sparse-modular: each module on its own local loss, then a combine stage
 
 
 class Scaling(str, Enum):
@@ -260,8 +266,14 @@ class TrainConfig(_Section):
     weight_decay: float = 0.0
     patience: int = 12  # early stopping on validation accuracy
     threads: int = 2
+    # Decoupled module training (sparse-modular models; other kinds train end to end).
+    mode: TrainMode = TrainMode.END_TO_END
+    workers: int = 1  # local worker processes the modules are spread over
+    combine_epochs: int = 20  # the combine stage: readout trained on the frozen modules
 
     def __post_init__(self) -> None:
+        _check(1 <= self.workers <= 256, f"workers: must be in [1, 256], got {self.workers}")
+        _check(self.combine_epochs >= 1, f"combine_epochs: must be >= 1, got {self.combine_epochs}")
         _check(self.epochs >= 1, f"epochs: must be >= 1, got {self.epochs}")
         _check(self.batch_size >= 1, f"batch_size: must be >= 1, got {self.batch_size}")
         _check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
