@@ -41,7 +41,9 @@ from apical.sw.models import ModelDims, SparseModularNet, build_model
 from apical.sw.models.quant import quant_tensor
 from apical.sw.models.sparse_modular import module_seed
 
-__all__ = ["ModuleResult", "assemble", "combine_stage", "train_decoupled", "train_module", "uses_decoupled"]
+__all__ = [
+    "ModuleResult", "assemble", "combine_stage", "run_worker", "train_decoupled", "train_module", "uses_decoupled",
+]
 
 EVAL_BATCH = 1024
 MODULE_THREADS = 1  # fixed, so a module's floating-point sums are the same in every process
@@ -297,3 +299,17 @@ def train_decoupled(
         "combine": combine,
     }
     return net, facts, curves
+
+
+def run_worker(cfg: Config) -> None:
+    """A non-zero rank of a torchrun launch: train this rank's modules and send them to rank 0."""
+    from apical.sw.data import load_dataset
+
+    if not uses_decoupled(cfg):
+        return  # end-to-end training runs on rank 0 alone
+    old = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        module_results(cfg, load_dataset(cfg))
+    finally:
+        torch.use_deterministic_algorithms(old)
