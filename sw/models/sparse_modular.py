@@ -78,7 +78,8 @@ class SparseQuantLinear(QuantLinear):
     quantization, export and the state dict are those of `QuantLinear`, while
     the forward multiplies only the K live weights of each unit. With power-of-two
     scales every product and partial sum is an exact float, so the result equals
-    the dense product bit for bit.
+    the dense product bit for bit. Traced for QONNX export, it is the dense
+    product, which the exported graph (Quant + Gemm) states.
     """
 
     def __init__(self, in_features: int, out_features: int, *, mask: torch.Tensor, **kwargs: Any) -> None:
@@ -91,6 +92,8 @@ class SparseQuantLinear(QuantLinear):
 
     def inner_forward_impl(self, x: torch.Tensor, quant_weight: torch.Tensor,
                            quant_bias: torch.Tensor | None) -> torch.Tensor:
+        if torch.jit.is_tracing():  # QONNX export: the graph keeps the plain Gemm of a QuantLinear
+            return super().inner_forward_impl(x, quant_weight, quant_bias)
         xv = x.value if isinstance(x, QuantTensor) else x
         wv = quant_weight.value if isinstance(quant_weight, QuantTensor) else quant_weight
         out = (xv[:, self.index] * wv.gather(1, self.index)).sum(dim=-1)
