@@ -6,7 +6,9 @@ looked at until the end), makes the weights export-ready (`finalize_`), and
 writes atomically ``config.yaml``, ``checkpoint.pt``, ``train.json`` and
 ``curves.png``. The same config and seed give the same metrics: all draws are
 seeded, deterministic algorithms are enforced and the thread count is fixed
-(the process-wide torch settings are restored afterwards).
+(the process-wide torch settings are restored afterwards). With
+``train.mode: decoupled`` a sparse-modular net trains module by module instead,
+spread over ``train.workers`` processes (`apical.sw.train_modular`).
 """
 
 from __future__ import annotations

@@ -143,6 +143,12 @@ def _square(k: int, rank: int) -> tuple[int, int]:
     return k * k, rank
 
 
+def _dies(k: int, rank: int) -> int:
+    if rank == 1:
+        os._exit(3)  # a worker killed mid-run: no result, no error message
+    return k
+
+
 def test_spread_gathers_in_item_order_and_names_the_failing_rank() -> None:
     out, world = spread(3, lambda k, rank: (k * k, rank), 2)
     assert world == 2 and out == [(0, 0), (1, 1), (4, 0)]
@@ -150,6 +156,8 @@ def test_spread_gathers_in_item_order_and_names_the_failing_rank() -> None:
     assert world == 2 and out == [0, 1]
     with pytest.raises(ApicalError, match="rank 1: item 3 failed"):
         spread(4, _square, 2)
+    with pytest.raises(ApicalError, match="a worker died"):
+        spread(4, _dies, 2)
 
 
 def test_torchrun_environment_is_recognised() -> None:
