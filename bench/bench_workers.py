@@ -8,13 +8,18 @@ thread per worker) and end to end on one thread, and prints, side by side:
 the train step's wall time, the module stage (all modules, in parallel over
 the workers) per epoch, the combine stage, and the speedup over one worker.
 Also says whether the assembled weights are identical across worker counts.
-Prints figures only.
+On a shared machine a session's processes share one CPU share (Linux
+autogroup), so more workers need not mean more CPU; the bench therefore also
+prints the module stage's critical path in CPU time (the largest per-worker
+sum of module CPU seconds), what the wall time would be with one free core
+per worker, and the load average. Prints figures only.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -46,9 +51,10 @@ def main() -> None:
     print(f"net: {model.modules} modules x {model.granules} granules, K={model.fan_in}; "
           f"{args.epochs} epochs (+{args.combine_epochs} combine), one thread per process, "
           f"{torch.get_num_threads()} threads available to this process")
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'run':22s} {'train s':>8s} {'modules s':>9s} {'s/epoch':>8s} {'combine s':>9s} "
-          f"{'speedup':>8s} {'test':>7s}")
-    ref = None
+          f"{'speedup':>8s} {'cpu path s/epoch':>16s} {'cpu speedup':>11s} {'test':>7s}")
+    ref = cref = None
     states = {}
     for w in args.workers:
         cfg = dataclasses.replace(base, train=dataclasses.replace(tc, mode=TrainMode.DECOUPLED, workers=w))
@@ -58,9 +64,14 @@ def main() -> None:
             wall = time.perf_counter() - t0
             states[w] = torch.load(Path(d) / "checkpoint.pt", weights_only=True)["state_dict"]
         per_epoch = s["module_stage_s"] / args.epochs
-        ref = ref or per_epoch
+        cpu = {}
+        for m in s["modules"]:
+            cpu[m["worker"]] = cpu.get(m["worker"], 0.0) + m["cpu_time_s"]
+        cpu_epoch = max(cpu.values()) / args.epochs
+        ref, cref = ref or per_epoch, cref or cpu_epoch
         print(f"{f'decoupled, {w} worker(s)':22s} {wall:8.1f} {s['module_stage_s']:9.1f} {per_epoch:8.2f} "
-              f"{s['combine']['wall_time_s']:9.1f} {ref / per_epoch:7.2f}x {s['test_acc']:7.4f}", flush=True)
+              f"{s['combine']['wall_time_s']:9.1f} {ref / per_epoch:7.2f}x {cpu_epoch:16.2f} "
+              f"{cref / cpu_epoch:10.2f}x {s['test_acc']:7.4f}", flush=True)
     cfg = dataclasses.replace(base, train=dataclasses.replace(tc, mode=TrainMode.END_TO_END))
     with tempfile.TemporaryDirectory(prefix="apical-workers-") as d:
         t0 = time.perf_counter()
@@ -71,6 +82,7 @@ def main() -> None:
     first = states[args.workers[0]]
     same = all(all(torch.equal(first[k], st[k]) for k in first) for st in states.values())
     print(f"checkpoint state identical across workers {args.workers}: {same}")
+    print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def _local_acc(net: SparseModularNet, x: torch.Tensor, y: torch.Tensor) -> float
 
 def train_module(cfg: Config, ds: Dataset, k: int, rank: int = 0) -> ModuleResult:
     """Train module ``k`` on its local loss alone; returns its best-validation state."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     tc = cfg.train
     with _threads(MODULE_THREADS):
         net = _module_net(cfg, _dims(ds), k)
@@ -151,6 +151,7 @@ def train_module(cfg: Config, ds: Dataset, k: int, rank: int = 0) -> ModuleResul
             "granule_weight_scale": scale,
             "val_acc_curve": val_curve,
             "wall_time_s": time.perf_counter() - t0,
+            "cpu_time_s": time.thread_time() - c0,  # one thread: the module's own compute
         }
     return ModuleResult(index=k, state=best_state, facts=facts)
 
