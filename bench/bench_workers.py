@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -82,6 +83,8 @@ def main() -> None:
     first = states[args.workers[0]]
     same = all(all(torch.equal(first[k], st[k]) for k in first) for st in states.values())
     print(f"checkpoint state identical across workers {args.workers}: {same}")
+    rss = [resource.getrusage(who).ru_maxrss / 1024 for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    print(f"peak resident memory: {rss[0]:.0f} MiB (this process), {rss[1]:.0f} MiB (largest worker)")
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 

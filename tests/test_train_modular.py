@@ -193,3 +193,24 @@ def test_same_command_under_torchrun_gives_the_same_ir(tmp_path) -> None:
     a, b = _weights(tmp_path / "tr"), _weights(tmp_path / "local")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "tr" / "train.json").read_text())["workers"] == 2
+
+
+@pytest.mark.slow
+def test_flow_runs_unchanged_on_a_decoupled_model(tmp_path, capsys) -> None:
+    """export, verify, RTL, simulation (Icarus) and energy on a net trained decoupled over 2 workers."""
+    from apical.flows.cli import main
+
+    d = config_to_dict(_cfg(workers=2, epochs=3))
+    d["hardware"].update({"pes": 2, "sim_samples": 3, "simulator": "icarus"})
+    d["energy"].update({"table": "horowitz-45nm", "baseline": False})
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(d))
+    run = tmp_path / "run"
+    rc = main(["run", str(p), "--out", str(run), "--to", "energy"])
+    assert rc == 0, capsys.readouterr().err
+    read = lambda name: json.loads((run / name).read_text())  # noqa: E731
+    assert read("train.json")["mode"] == "decoupled" and read("train.json")["workers"] == 2
+    assert read("verify.json")["bit_exact"] is True
+    sim = read("sim.json")
+    assert sim["bit_exact"] is True and sim["counters_match"] is True
+    assert read("energy.json")["rtl_matches_golden"] is True
