@@ -279,11 +279,15 @@ def module_results(cfg: Config, ds: Dataset) -> tuple[list[ModuleResult] | None,
 def train_decoupled(
     cfg: Config, ds: Dataset, progress: bool = True
 ) -> tuple[SparseModularNet, dict[str, Any], dict[str, list[float]]]:
-    """Decoupled training: (assembled best-validation model, run facts, combine-stage curves)."""
+    """Decoupled training: (assembled best-validation model, run facts, combine-stage curves).
+
+    ``progress`` is accepted for parity with `apical.sw.train.train_model`; no
+    bar is drawn, as the modules train in several processes.
+    """
     t0 = time.perf_counter()
     results, workers = module_results(cfg, ds)
     if results is None:
-        raise ApicalError("decoupled training: this process is not rank 0 (use apical.sw.distributed.worker)")
+        raise ApicalError("decoupled training: this process is not rank 0 (its ranks run train_modular.run_worker)")
     t_modules = time.perf_counter() - t0
     net = assemble(cfg, _dims(ds), results)
     scale = float(net.granule.quant_weight().scale.detach())
