@@ -1,6 +1,6 @@
 """Benchmark: test accuracy of decoupled vs end-to-end training of a sparse-modular config, over seeds.
 
-Run: ``.venv/bin/python bench/bench_modes.py [config.yaml] [--seeds 5]``. Trains
+Run: ``.venv/bin/python bench/bench_modes.py [config.yaml] [--seeds 5] [--modes decoupled end_to_end]``. Trains
 the config (default: ``configs/sparse_modular.yaml``) once per seed in each
 mode (one thread, one worker: the result does not depend on the worker count)
 and prints each run's validation and test accuracy, then the mean and minimum
@@ -26,13 +26,15 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("config", nargs="?", default=str(DEFAULT))
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--modes", nargs="+", choices=[m.value for m in TrainMode],
+                    default=[TrainMode.DECOUPLED.value, TrainMode.END_TO_END.value])
     args = ap.parse_args()
     base = load_config(args.config)
     rows: dict[str, list[float]] = {}
     print(f"config {base.origin}: {base.model.modules} modules x {base.model.granules} granules, "
           f"K={base.model.fan_in}, {base.train.epochs} epochs (+{base.train.combine_epochs} combine)")
     print(f"{'mode':12s} {'seed':>4s} {'val':>7s} {'test':>7s} {'wall s':>7s}")
-    for mode in (TrainMode.DECOUPLED, TrainMode.END_TO_END):
+    for mode in map(TrainMode, args.modes):
         for seed in range(args.seeds):
             tc = dataclasses.replace(base.train, mode=mode, workers=1, threads=1)
             cfg = dataclasses.replace(base, seed=seed, train=tc,

@@ -46,7 +46,10 @@ __all__ = [
 ]
 
 EVAL_BATCH = 1024
-MODULE_THREADS = 1  # fixed, so a module's floating-point sums are the same in every process
+# Fixed, so a module's floating-point sums are the same in every process. The
+# combine stage uses it too: its products are tiny, and a second thread costs
+# more in synchronisation than it saves (10x slower on a loaded machine).
+MODULE_THREADS = 1
 
 
 def uses_decoupled(cfg: Config) -> bool:
@@ -218,6 +221,11 @@ def _head_acc(net: SparseModularNet, feats: torch.Tensor, like: Any, y: torch.Te
 
 def combine_stage(cfg: Config, net: SparseModularNet, ds: Dataset) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """Train the readout on the frozen module outputs; keeps its best-validation state in ``net``."""
+    with _threads(MODULE_THREADS):
+        return _combine_stage(cfg, net, ds)
+
+
+def _combine_stage(cfg: Config, net: SparseModularNet, ds: Dataset) -> tuple[dict[str, Any], dict[str, list[float]]]:
     t0 = time.perf_counter()
     tc = cfg.train
     layer, head = _head(net)
