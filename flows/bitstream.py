@@ -23,6 +23,7 @@ A network too large for a board fails before any synthesis, with the numbers
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -38,7 +39,7 @@ from typing import Any
 from apical.flows.synth import find_tool, tool_env
 from apical.sw.atomic import atomic_write_json, atomic_write_text
 from apical.sw.config import Config
-from apical.sw.errors import ApicalError
+from apical.sw.errors import ApicalError, CheckFailed
 from apical.sw.ir import IR, load_ir
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "board_fit",
     "bitstream_run",
     "constraints_dir",
+    "critical_path",
     "parse_nextpnr_log",
     "uart_protocol",
 ]
@@ -168,6 +170,51 @@ def parse_nextpnr_log(text: str) -> dict[str, Any]:
     return {"clocks": fmax, "utilization": util}
 
 
+_PATH_START_RE = re.compile(r"^Info:\s+\S+\s+[0-9.]+\s+[0-9.]+\s+Source\s+(\S+)", re.MULTILINE)
+_PATH_SETUP_RE = re.compile(r"^Info:\s+setup\s+[0-9.]+\s+([0-9.]+)\s+(?:Source|Sink)\s+(\S+)", re.MULTILINE)
+_PATH_SINK_RE = re.compile(r"^Info:\s+Sink\s+(\S+)", re.MULTILINE)
+_CRIT_RE = re.compile(r"^Info: Critical path report for clock '([^']+)'[^\n]*\n", re.MULTILINE)
+
+
+def _endpoint(seg: Any) -> str | None:
+    if isinstance(seg, dict) and isinstance(seg.get("cell"), str):
+        port = seg.get("port")
+        return f"{seg['cell']}.{port}" if isinstance(port, str) else seg["cell"]
+    return None
+
+
+def critical_path(report: dict[str, Any] | None, log: str, clock: str | None) -> dict[str, Any] | None:
+    """The worst path's start and end points (and delay) from nextpnr's JSON report, else its log.
+
+    ``clock``: the slowest clock (its path is the one that sets Fmax); the
+    JSON report (``--report``) is preferred, the text log is the fallback.
+    """
+    if isinstance(report, dict) and isinstance(report.get("critical_paths"), list):
+        paths = [p for p in report["critical_paths"] if isinstance(p, dict) and isinstance(p.get("path"), list)]
+        pick = [p for p in paths if clock is None or clock in (p.get("from"), p.get("to"))] or paths
+        if pick and pick[0]["path"]:
+            segs = pick[0]["path"]
+            start, end = _endpoint(segs[0].get("from")), _endpoint(segs[-1].get("to"))
+            delay = sum(float(g.get("delay", 0.0)) for g in segs if isinstance(g.get("delay"), int | float))
+            if start and end:
+                return {"clock": clock, "start": start, "end": end, "delay_ns": round(delay, 3),
+                        "summary": f"{start} -> {end} ({delay:.2f} ns)"}
+    # Text log: the last critical-path block of the clock (post-route reports come last);
+    # a block ends at the first blank line.
+    blocks = [(m.group(1), m.end()) for m in _CRIT_RE.finditer(log)]
+    mine = [b for b in blocks if clock is None or b[0] == clock] or blocks
+    if not mine:
+        return None
+    body = log[mine[-1][1]:].split("\n\n", 1)[0]
+    starts, setup, sinks = _PATH_START_RE.findall(body), _PATH_SETUP_RE.findall(body), _PATH_SINK_RE.findall(body)
+    end = setup[-1][1] if setup else (sinks[-1] if sinks else None)
+    if not starts or end is None:
+        return None
+    delay = float(setup[-1][0]) if setup else None
+    return {"clock": clock, "start": starts[0], "end": end, "delay_ns": delay,
+            "summary": f"{starts[0]} -> {end}" + (f" ({delay:.2f} ns)" if delay is not None else "")}
+
+
 def _board(board: str) -> BoardSpec:
     if board not in BOARDS:
         raise ApicalError(f"board {board!r}: unknown (known: {', '.join(sorted(BOARDS))})")
@@ -211,9 +258,9 @@ def _build_lattice(cfg: Config, ir: IR, spec: BoardSpec, tree: Path) -> dict[str
     if ref.is_file():
         # Shipped as the reference pin map beside the one the platform generates.
         platform.add_file(f"reference_{spec.constraints}", ref.read_text())
-    # Report timing honestly instead of failing the build at the board clock;
-    # let yosys map the PE multipliers onto the hard multipliers.
-    opts: dict[str, str] = {"nextpnr_opts": "--timing-allow-fail"}
+    # nextpnr finishes the build whatever the timing (the step then judges it, with the
+    # numbers and the worst path); let yosys map the PE multipliers onto the hard multipliers.
+    opts: dict[str, str] = {"nextpnr_opts": f"--timing-allow-fail --report {name}.timing.json"}
     if spec.flow == "ice40":
         opts["synth_opts"] = "-dsp"
     plan = platform.prepare(BoardTop(bridge), name=name, **opts)
@@ -230,15 +277,26 @@ def _build_lattice(cfg: Config, ir: IR, spec: BoardSpec, tree: Path) -> dict[str
     bit = tree / f"{name}{ext}"
     if not bit.is_file():
         raise ApicalError(f"{bit}: build finished without a bitstream")
-    pnr = parse_nextpnr_log((tree / f"{name}.tim").read_text())
+    log = (tree / f"{name}.tim").read_text(errors="replace")
+    pnr = parse_nextpnr_log(log)
     clocks = pnr["clocks"]
+    slowest = min(clocks, key=lambda c: clocks[c]["fmax_mhz"]) if clocks else None
+    report = None
+    rpath = tree / f"{name}.timing.json"
+    if rpath.is_file():
+        try:
+            report = json.loads(rpath.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            report = None
     return {
         "status": "built",
         "bitstream": bit,
         "bitstream_bytes": bit.stat().st_size,
-        "fmax_mhz": min((c["fmax_mhz"] for c in clocks.values()), default=None),
+        "fmax_mhz": clocks[slowest]["fmax_mhz"] if slowest else None,
         "target_mhz": platform.default_clk_frequency / 1e6,
         "timing_met": all(c["pass"] for c in clocks.values()) if clocks else None,
+        "critical_path": critical_path(report, log, slowest),
+        "timing_log": tree / f"{name}.tim",
         "clocks": clocks,
         "utilization": pnr["utilization"],
         "build_wall_s": round(wall, 1),
@@ -400,6 +458,28 @@ def bitstream_run(cfg: Config, run_dir: Path, *, board: str, vivado: str | None 
     else:
         summary.update(_build_lattice(cfg, ir, spec, tree))
         summary["uart"] = uart_protocol(ir)
+        failure = _timing_failure(summary)
+        summary["timing_failure_allowed"] = bool(failure and cfg.hardware.allow_timing_failure)
+        if failure and not cfg.hardware.allow_timing_failure:
+            # No bitstream that misses its clock is left where someone could load it.
+            Path(summary["bitstream"]).unlink(missing_ok=True)
+            summary.update(status="timing_failed", bitstream=None, bitstream_bytes=None)
+            out = _rel(summary, run_dir)
+            atomic_write_json(run_dir / "bitstream.json", out)
+            raise CheckFailed(f"bitstream {board}: {failure} (log: {out['timing_log']}; "
+                              "--allow-timing-failure keeps the bitstream)")
     out = _rel(summary, run_dir)
     atomic_write_json(run_dir / "bitstream.json", out)
     return out
+
+
+def _timing_failure(summary: dict[str, Any]) -> str | None:
+    """Why a timed build misses its board clock (achieved, required, worst path), or None."""
+    if summary.get("timing_met") is True:
+        return None
+    fmax, target = summary.get("fmax_mhz"), summary.get("target_mhz")
+    if fmax is None:
+        return "timing not reported by nextpnr (no Fmax in its log)"
+    crit = summary.get("critical_path") or {}
+    path = f"; worst path {crit['start']} -> {crit['end']}" if crit.get("start") else ""
+    return f"timing not met: achieved {fmax:.2f} MHz, required {target:.2f} MHz{path}"

@@ -63,7 +63,7 @@ def _headline(step: str, s: dict[str, Any]) -> str:
         "sim": ("bit_exact", "counters_match", "utilization"),
         "energy": ("per_synapse_pJ", "per_inference_uJ", "rtl_matches_golden"),
         "synth": ("fits", "part"),
-        "bitstream": ("status",),
+        "bitstream": ("status", "fmax_mhz", "target_mhz", "timing_met"),
         "report": ("html",),
     }.get(step, ())
     parts = [f"{k}={_fmt(s[k])}" for k in keys if k in s and not isinstance(s[k], dict | list)]
@@ -97,16 +97,19 @@ def _hw_overrides(cfg: Config, args: argparse.Namespace) -> Config:
         pes=getattr(args, "pes", None),
         simulator=getattr(args, "simulator", None),
         sim_samples=getattr(args, "samples", None),
+        # A waveform comes from the cocotb path only: --waves picks it unless --path says otherwise.
+        sim_path=getattr(args, "path", None) or ("cocotb" if getattr(args, "waves", False) else None),
         waves=True if getattr(args, "waves", False) else None,
         part=getattr(args, "part", None),
         board=getattr(args, "board", None),
+        allow_timing_failure=True if getattr(args, "allow_timing_failure", False) else None,
     )
 
 
-def _guard_run_dir(cfg: Config, run_dir: Path, force: bool) -> None:
-    """Refuse to overwrite a run made from a different model config unless forced."""
+def _guard_run_dir(cfg: Config, run_dir: Path, overwrite: bool) -> None:
+    """Refuse to overwrite a run made from a different model config unless ``--overwrite``."""
     p = run_dir / "config.yaml"
-    if force or not p.exists():
+    if overwrite or not p.exists():
         return
     try:
         old = load_config(p)
@@ -116,7 +119,7 @@ def _guard_run_dir(cfg: Config, run_dir: Path, force: bool) -> None:
     if any(getattr(old, k) != getattr(cfg, k) for k in keys):
         raise ApicalError(
             f"{run_dir}: holds a run of a different config ({config_hash(old)} != {config_hash(cfg)}); "
-            "choose another --out or pass --force to overwrite it"
+            "choose another --out or pass --overwrite to replace it"
         )
 
 
@@ -142,8 +145,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from apical.sw.distributed import launched_by_torchrun
 
     if launched_by_torchrun(os.environ):  # one of N torchrun processes: rank 0 writes the run
-        return _train_under_torchrun(cfg, run_dir, args.force)
-    _guard_run_dir(cfg, run_dir, args.force)
+        return _train_under_torchrun(cfg, run_dir, args.overwrite)
+    _guard_run_dir(cfg, run_dir, args.overwrite)
     _run_steps(cfg, run_dir, "train", "train", force=True)
     _console().print(f"run directory: {run_dir}")
     return 0
@@ -192,12 +195,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)  # None -> the shipped default
     cfg = _hw_overrides(cfg, args)
     run_dir = Path(args.out) if args.out else DEFAULT_RUNS / cfg.name
-    _guard_run_dir(cfg, run_dir, args.force)
+    _guard_run_dir(cfg, run_dir, args.overwrite)
     from apical.flows.steps import STEPS
 
     start = args.start or STEPS[0].name
     stop = args.stop or STEPS[-1].name
-    record = _run_steps(cfg, run_dir, start, stop, force=args.force)
+    record = _run_steps(cfg, run_dir, start, stop, force=args.redo)
     total = sum(v.get("seconds") or 0 for v in record["steps"].values() if not v.get("skipped"))
     console = _console()
     console.print(f"[bold]flow finished[/] in {total:.1f} s of step time; run directory: {run_dir}")
@@ -210,14 +213,22 @@ def cmd_import(args: argparse.Namespace) -> int:
     from apical.flows.extras import require_extra
 
     require_extra("qonnx", "apical import")
+
+    src = Path(args.model)
+    run_dir = Path(args.out)
+    from apical.flows.flow import run_lock
+
+    with run_lock(run_dir):
+        return _import_locked(args, src, run_dir)
+
+
+def _import_locked(args: argparse.Namespace, src: Path, run_dir: Path) -> int:
     from apical.flows.flow import write_run_config
     from apical.sw.config import ModelKind
     from apical.sw.qonnx_io import import_run
 
-    src = Path(args.model)
-    run_dir = Path(args.out)
-    if (run_dir / "ir").exists() and not args.force:
-        raise ApicalError(f"{run_dir / 'ir'}: exists; choose another --out or pass --force to overwrite it")
+    if (run_dir / "ir").exists() and not args.overwrite:
+        raise ApicalError(f"{run_dir / 'ir'}: exists; choose another --out or pass --overwrite to replace it")
     from apical.flows.imported import import_vectors, write_import_vectors
     from apical.sw.qonnx_io import import_qonnx
 
@@ -240,6 +251,27 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from apical.flows.compare import compare, load_variant
+
+    cfg = load_config(args.config)
+    extra = [load_variant(cfg, v) for v in args.variant or ()]
+    console = _console()
+    res = compare(cfg, args.seeds, Path(args.out), extra, progress=lambda m: console.print(f"[cyan]train[/] {m}"),
+                  threads=args.threads)
+    for v in res["variants"]:
+        console.print(
+            f"{v['name']:28s} {v['kind']:10s} acc {v['test_acc_mean']:.4f} (min {v['test_acc_min']:.4f})  "
+            f"syn ops {v['syn_ops_mean']:8.1f}  energy {v['energy_uJ_mean']:.4g} uJ"
+        )
+    h = res["headline"]
+    if h:
+        console.print(f"headline: {h['two_point']} vs {h['baseline']}: syn ops x{h['syn_ops_ratio']:.3f}, "
+                      f"accuracy {h['acc_delta']:+.4f}")
+    console.print(f"wrote {Path(args.out) / 'compare.json'} and compare.png")
+    return 0
+
+
 def cmd_steps(args: argparse.Namespace) -> int:
     from apical.flows.steps import STEPS
 
@@ -249,6 +281,12 @@ def cmd_steps(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+
+
+def _old_force(sp: argparse.ArgumentParser) -> None:
+    """``--force`` meant two things; it is kept only to say which flag replaced it."""
+    sp.add_argument("--force", dest="old_force", action="store_true", help=argparse.SUPPRESS)
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train", help="train a model from a config into a run directory")
     sp.add_argument("config", help="YAML config")
     sp.add_argument("--out", required=True, help="run directory")
-    sp.add_argument("--force", action="store_true", help="overwrite a run of a different config")
+    sp.add_argument("--overwrite", action="store_true", help="replace a run of a different config")
+    _old_force(sp)
     sp.add_argument("--workers", type=int, help="processes the sparse-modular modules are spread over "
                     "(train.workers; decoupled training)")
     sp.set_defaults(fn=cmd_train)
@@ -282,10 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_dir_cmd("verify", "Brevitas vs golden integer model, whole test set")
     sp = run_dir_cmd("rtl", "generate Verilog for the PE array")
     sp.add_argument("--pes", type=int, help="processing elements P")
-    sp = run_dir_cmd("sim", "cocotb simulation of the RTL vs the golden model")
+    sp = run_dir_cmd("sim", "simulate the RTL on the test split and compare with the golden model")
     sp.add_argument("--simulator", choices=["icarus", "verilator"])
-    sp.add_argument("--samples", type=int, help="test samples to simulate")
-    sp.add_argument("--waves", action="store_true", help="write a waveform under RUN_DIR/sim/")
+    sp.add_argument("--samples", type=int, help="test samples to simulate (0: all; default: all)")
+    sp.add_argument("--path", choices=["fast", "cocotb"],
+                    help="fast: HDL harness, no Python per cycle (default); cocotb: Python testbench")
+    sp.add_argument("--waves", action="store_true", help="write a waveform under RUN_DIR/sim/ (cocotb path)")
     sp.add_argument("--pes", type=int, help="processing elements P (regenerates the RTL)")
     sp = run_dir_cmd("energy", "energy estimate from counted events")
     sp.add_argument("--table", help="energy table: shipped name or YAML file")
@@ -293,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--part", help="UltraScale+ part, e.g. xczu7ev-ffvc1156-2-e")
     sp = run_dir_cmd("bitstream", "Vivado build tree (zcu104) or open bitstream (icebreaker, ulx3s)")
     sp.add_argument("--board", choices=["zcu104", "icebreaker", "ulx3s"], help="target board")
+    sp.add_argument("--allow-timing-failure", action="store_true",
+                    help="keep a bitstream that misses the board clock (recorded as failed timing, exit 0)")
     run_dir_cmd("report", "write report.html and report.md")
 
     sp = sub.add_parser("run", help="every step in order (default: the shipped config)")
@@ -300,18 +343,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="run directory (default: runs/<config name>)")
     sp.add_argument("--from", dest="start", choices=names, help="first step to run")
     sp.add_argument("--to", dest="stop", choices=names, help="last step to run")
-    sp.add_argument("--force", action="store_true", help="redo steps whose inputs did not change")
+    sp.add_argument("--redo", action="store_true", help="redo steps whose inputs did not change")
+    sp.add_argument("--overwrite", action="store_true", help="replace a run of a different config")
+    _old_force(sp)
     sp.add_argument("--pes", type=int, help="processing elements P")
     sp.add_argument("--simulator", choices=["icarus", "verilator"])
-    sp.add_argument("--samples", type=int, help="test samples to simulate")
+    sp.add_argument("--samples", type=int, help="test samples to simulate (0: all)")
+    sp.add_argument("--path", choices=["fast", "cocotb"], help="simulation path (default: fast)")
+    sp.add_argument("--allow-timing-failure", action="store_true",
+                    help="bitstream step: keep a build that misses the board clock (recorded as failed timing)")
     sp.set_defaults(fn=cmd_run)
 
     sp = sub.add_parser("import", help="import a QONNX model (Brevitas export_qonnx) as an IR")
     sp.add_argument("model", help="QONNX .onnx file")
     sp.add_argument("--out", required=True, help="run directory")
-    sp.add_argument("--force", action="store_true", help="overwrite an existing IR")
+    sp.add_argument("--overwrite", action="store_true", help="replace an existing IR")
+    _old_force(sp)
     sp.add_argument("--inputs", help=".npz of integer inputs, one array [N, size] per IR input name")
     sp.set_defaults(fn=cmd_import)
+
+    sp = sub.add_parser("compare", help="train every variant and its point baselines on N seeds; compare.json")
+    sp.add_argument("config", help="YAML config")
+    sp.add_argument("--seeds", type=int, default=5, help="seeds per variant (default 5)")
+    sp.add_argument("--out", required=True, help="output directory")
+    sp.add_argument("--variant", action="append", metavar="YAML",
+                    help="extra setting: a YAML of config overrides (repeatable)")
+    sp.add_argument("--threads", type=int, default=1, help="torch threads per training run (default 1)")
+    sp.set_defaults(fn=cmd_compare)
 
     sp = sub.add_parser("steps", help="list the steps of the flow")
     sp.set_defaults(fn=cmd_steps)
@@ -326,9 +384,20 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore")
         os.environ.setdefault("PYTHONWARNINGS", "ignore")
     try:
+        if getattr(args, "old_force", False):
+            raise ApicalError(
+                "--force is gone: use --overwrite to replace a run of a different config (or an existing IR), "
+                "--redo (apical run) to redo steps whose inputs did not change"
+            )
         return int(args.fn(args) or 0)
     except ApicalError as e:
         print(f"apical: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # The environment, not apical: a read-only or full run directory, a path that is a
+        # folder. One line naming the path, like any user error.
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"apical: error: {where}{e.strerror or type(e).__name__}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("apical: interrupted (finished steps are kept; re-run to resume)", file=sys.stderr)

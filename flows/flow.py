@@ -15,10 +15,13 @@ resumes where it stopped and leaves no half-written artefact.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,7 @@ from apical.sw.errors import ApicalError, CheckFailed
 
 from .steps import STEPS, Step, step_by_name
 
-__all__ = ["FLOW_FILE", "Reporter", "files_hash", "input_hash", "run_flow", "write_run_config"]
+__all__ = ["FLOW_FILE", "LOCK_FILE", "Reporter", "files_hash", "input_hash", "run_flow", "run_lock", "write_run_config"]
 
 FLOW_FILE = "flow.json"
 FLOW_VERSION = 2  # 2: config keys recorded per step (config_reads)
@@ -109,14 +112,45 @@ def run_flow(
     i1 = names.index(step_by_name(stop).name) if stop else len(STEPS) - 1
     if i0 > i1:
         raise ApicalError(f"--from {start} comes after --to {stop}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with run_lock(run_dir):
+        return _run_locked(cfg, run_dir, STEPS[i0 : i1 + 1], force, reporter)
+
+
+LOCK_FILE = ".apical.lock"  # a dot name: never part of a step's input hash
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock: a second run on it fails at once with one line.
+
+    An advisory ``flock`` on ``run_dir/.apical.lock``: the kernel drops it when
+    the holder exits, however it exits, so a killed run never leaves it stuck.
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise ApicalError(f"{e.filename or run_dir}: cannot use as a run directory ({e.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ApicalError(f"{run_dir}: another apical command is running on this run directory") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _run_locked(
+    cfg: Config, run_dir: Path, steps: tuple[Step, ...], force: bool, reporter: Reporter | None
+) -> dict[str, Any]:
     # The recorded config changes only once a step made with it has succeeded,
     # so a failing command-line override does not stick to the run directory.
     if not (run_dir / "config.yaml").exists():
         write_run_config(cfg, run_dir)
     record = _load_flow(run_dir)
     record["config_hash"] = config_hash(cfg)
-    for step in STEPS[i0 : i1 + 1]:
+    for step in steps:
         files = files_hash(step, run_dir)
         prev = record["steps"].get(step.name, {})
         reads = prev.get("config_reads")

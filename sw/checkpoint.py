@@ -16,15 +16,17 @@ from typing import Any
 import torch
 
 from apical.sw.atomic import atomic_write_bytes
-from apical.sw.config import Config, config_hash, config_to_dict, parse_config
+from apical.sw.config import MAX_WIDTH, Config, config_hash, config_to_dict, parse_config
 from apical.sw.errors import ApicalError
 from apical.sw.models import ApicalNet, ModelDims, build_model
+from apical.sw.schema import show
 
 __all__ = ["CHECKPOINT", "FORMAT", "VERSION", "load_model", "save_checkpoint"]
 
 FORMAT = "apical-checkpoint"
 VERSION = 1
 CHECKPOINT = "checkpoint.pt"
+MAX_CHECKPOINT_BYTES = 1 << 30  # the largest model a config allows is far smaller
 
 
 def save_checkpoint(path: str | Path, cfg: Config, model: ApicalNet) -> Path:
@@ -61,7 +63,10 @@ def _dims(raw: dict[str, Any], path: Path) -> ModelDims:
     except (KeyError, TypeError, ValueError):
         raise ApicalError(f"{path}: checkpoint field 'dims' is malformed") from None
     if dims.x_dim < 1 or dims.num_classes < 2 or (dims.ctx_dim is not None and dims.ctx_dim < 1):
-        raise ApicalError(f"{path}: checkpoint field 'dims' holds impossible sizes {raw}")
+        raise ApicalError(f"{path}: checkpoint field 'dims' holds impossible sizes {show(raw)}")
+    # Checked before the model is built (its weights are allocated from these sizes).
+    if dims.x_dim > MAX_WIDTH or (dims.ctx_dim or 0) > MAX_WIDTH or dims.num_classes > MAX_WIDTH:
+        raise ApicalError(f"{path}: checkpoint field 'dims' holds sizes beyond {MAX_WIDTH}: {show(raw)}")
     return dims
 
 
@@ -70,6 +75,8 @@ def load_model(run_dir: str | Path) -> tuple[Config, ApicalNet]:
     path = Path(run_dir) / CHECKPOINT
     if not path.is_file():
         raise ApicalError(f"{path}: checkpoint missing (run `apical train` first)")
+    if path.stat().st_size > MAX_CHECKPOINT_BYTES:
+        raise ApicalError(f"{path}: checkpoint is larger than {MAX_CHECKPOINT_BYTES} bytes")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncation/corruption surfaces as many exception types

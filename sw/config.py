@@ -1,8 +1,12 @@
-"""The one typed config: YAML (safe_load) -> frozen dataclasses, validated here only.
+"""The one typed config: YAML (safe_load) -> frozen dataclasses, validated in one place.
 
-Every section is a frozen dataclass. `load_config(path)` is the only place text
-becomes these objects; an unknown key, a wrong type or an out-of-range value
-raises `ApicalError` with one line naming the file and the dotted field, e.g.
+Every section is a frozen dataclass whose fields declare their type and range
+(`apical.sw.schema.spec`: every number has finite bounds, the reason beside
+the less obvious ones); `apical.sw.schema` checks them on every construction,
+so files, `Config.replace` and command-line overrides pass the same rules.
+`load_config(path)` is the only place text becomes these objects; an unknown
+key, a wrong type or an out-of-range value raises `ApicalError` with one line
+naming the file and the dotted field, e.g.
 ``configs/x.yaml: model.fan_in: must be >= 1, got 0``.
 """
 
@@ -13,8 +17,6 @@ import contextvars
 import dataclasses
 import hashlib
 import json
-import types
-import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -22,13 +24,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from apical.sw.errors import ApicalError
+from apical.sw.safeio import load_yaml
+from apical.sw.schema import Rule, Schema, SchemaError, build, spec
 
 __all__ = [
+    "BaselineMatch",
     "Combine",
     "Config",
+    "ContextCode",
     "DataConfig",
     "DataSource",
     "EnergyConfig",
@@ -42,6 +46,7 @@ __all__ = [
     "TrainConfig",
     "TrainMode",
     "ConfigReads",
+    "Views",
     "config_hash",
     "config_to_dict",
     "config_value",
@@ -83,8 +88,9 @@ class ConfigReads:
             self.fields.add(path)
 
 
-class _Section:
-    """Base of the config sections: field reads are noted while `record_reads` is active."""
+class _Section(Schema):
+    """Base of the config sections: validated by `apical.sw.schema` on construction;
+    field reads are noted while `record_reads` is active."""
 
     __slots__ = ()
 
@@ -138,6 +144,28 @@ class Modulation(str, Enum):
     KAY = "kay"
     COOP = "coop"
     ADDITIVE = "additive"
+    SILENCE = "silence"  # relu(R) * relu(1 + k2 * C): a disagreeing context (C <= -1/k2) silences the unit
+
+
+class Views(str, Enum):
+    """What a point-neuron net sees: the driving view alone, or both views concatenated."""
+
+    DRIVING = "driving"
+    BOTH = "both"  # early fusion: [x, ctx] feeds the first layer
+
+
+class ContextCode(str, Enum):
+    """How the digits task codes its context modality."""
+
+    SPARSE = "sparse"  # zero where the source pixel is blank: context events scale with content
+    OFFSET = "offset"  # 0.5 + 0.5 * sign * pixel: a blank pixel is 0.5 (every input fires)
+
+
+class BaselineMatch(str, Enum):
+    """How a point baseline is sized against the net it is compared with."""
+
+    HIDDEN = "hidden"  # same hidden widths
+    PARAMS = "params"  # hidden widths scaled so the trainable parameter counts match
 
 
 class Combine(str, Enum):
@@ -161,9 +189,9 @@ class DataSource(str, Enum):
     IDX = "idx"  # MNIST-format IDX files
 
 
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
+# Limits that are not obvious from the field: what fits in memory and in the hardware.
+MAX_WIDTH = 4096  # neurons in one layer (the RTL's activation memory and the trainer's matrices)
+MAX_UNITS = 65536  # sparse-modular granule units in all modules together (modules x granules)
 
 
 @dataclass(frozen=True)
@@ -171,81 +199,74 @@ class DataConfig(_Section):
     source: DataSource = DataSource.DIGITS
     # npz: one file with arrays `x` [N, ...], optional `ctx` [N, ...], `y` [N].
     # idx: path to an images IDX file; `labels_path` to its labels IDX file.
-    path: str | None = None
-    labels_path: str | None = None
-    noise: float = 0.3  # std of Gaussian noise on the driving view (pixels in [0, 1])
-    context_noise: float = 0.1  # std of noise on the context view
+    path: str | None = spec(None, min_len=1, max_len=4096, why="a file path")
+    labels_path: str | None = spec(None, min_len=1, max_len=4096, why="a file path")
+    # std of Gaussian noise on the driving view (pixels in [0, 1]); beyond 10 the signal is gone
+    noise: float = spec(0.3, ge=0, le=10)
+    context_noise: float = spec(0.1, ge=0, le=10)  # std of noise on the context view
     context: bool = True  # produce the second (context) modality
-    val_fraction: float = 0.15
-    test_fraction: float = 0.2
-    max_samples: int | None = None
+    context_code: ContextCode = ContextCode.SPARSE  # digits: how the context view is coded
+    val_fraction: float = spec(0.15, gt=0, lt=0.5, why="val and test together must leave a training split")
+    test_fraction: float = spec(0.2, gt=0, lt=0.5, why="val and test together must leave a training split")
+    max_samples: int | None = spec(None, ge=10, le=10_000_000, why="10 fill the splits; 1e7 bounds memory")
 
-    def __post_init__(self) -> None:
-        _check(self.noise >= 0, f"noise: must be >= 0, got {self.noise}")
-        _check(self.context_noise >= 0, f"context_noise: must be >= 0, got {self.context_noise}")
-        _check(0 < self.val_fraction < 0.5, f"val_fraction: must be in (0, 0.5), got {self.val_fraction}")
-        _check(0 < self.test_fraction < 0.5, f"test_fraction: must be in (0, 0.5), got {self.test_fraction}")
-        _check(self.max_samples is None or self.max_samples >= 10,
-               f"max_samples: must be >= 10, got {self.max_samples}")
-        _check(self.source is DataSource.DIGITS or self.path is not None,
-               f"path: required when source is {self.source.value}")
+    def check(self) -> None:
+        if self.source is not DataSource.DIGITS and self.path is None:
+            raise SchemaError("path", f"required when source is {self.source.value}")
 
 
 @dataclass(frozen=True)
 class ModelConfig(_Section):
     kind: ModelKind = ModelKind.TWO_POINT
-    hidden: tuple[int, ...] = (64,)  # hidden layer widths (point and two-point nets)
+    # hidden layer widths (point and two-point nets)
+    hidden: tuple[int, ...] = spec((64,), min_len=1, max_len=16, each=Rule(ge=1, le=MAX_WIDTH))
     modulation: Modulation = Modulation.KAY
-    k1: float = 0.5  # kay: fraction of R that passes regardless of context
-    k2: float = 1.0  # kay: gain of the R*C interaction
+    k1: float = spec(0.5, ge=0.0, le=1.0)  # kay: fraction of R that passes regardless of context
+    k2: float = spec(1.0, ge=-64.0, le=64.0, why="exp(k2*R*C) overflows float32 beyond")  # kay: R*C gain
     context: bool = True  # two-point: feed the context modality to the apical site
+    views: Views = Views.DRIVING  # point: the driving view alone or both views (early fusion)
     lateral: bool = False  # two-point: also feed the layer's previous activity as context
-    modules: int = 4  # sparse-modular: number of modules M
-    granules: int = 128  # sparse-modular: granule units per module
-    fan_in: int = 4  # sparse-modular: K inputs per granule unit
+    # two-point: K context synapses per unit (fixed random mask); None: all
+    context_fan_in: int | None = spec(None, ge=1, le=MAX_WIDTH)
+    modules: int = spec(4, ge=1, le=256)  # sparse-modular: number of modules M
+    granules: int = spec(128, ge=1, le=MAX_WIDTH)  # sparse-modular: granule units per module
+    fan_in: int = spec(4, ge=1)  # sparse-modular: K inputs per granule unit (upper bound in check)
     combine: Combine = Combine.SUM
     local_loss: bool = False  # sparse-modular: each module also trained on its own loss
 
-    def __post_init__(self) -> None:
-        _check(len(self.hidden) >= 1, "hidden: needs at least one layer width")
-        for i, h in enumerate(self.hidden):
-            _check(1 <= h <= 4096, f"hidden[{i}]: must be in [1, 4096], got {h}")
-        _check(0.0 <= self.k1 <= 1.0, f"k1: must be in [0, 1], got {self.k1}")
-        _check(self.modules >= 1, f"modules: must be >= 1, got {self.modules}")
-        _check(1 <= self.granules <= 4096, f"granules: must be in [1, 4096], got {self.granules}")
-        _check(self.fan_in >= 1, f"fan_in: must be >= 1, got {self.fan_in}")
+    def check(self) -> None:
+        if self.fan_in > MAX_WIDTH:
+            raise SchemaError("fan_in", f"must be <= {MAX_WIDTH} (the widest input), got {self.fan_in}")
+        if self.views is not Views.DRIVING and self.kind is not ModelKind.POINT:
+            raise SchemaError("views", f"{self.views.value!r} applies to point nets only (kind is {self.kind.value})")
+        units = self.modules * self.granules
+        if units > MAX_UNITS:
+            raise SchemaError(
+                "modules",
+                f"modules x granules = {units} granule units > {MAX_UNITS} (one layer of the array; "
+                f"the trainer's weight matrix would need {units * MAX_WIDTH * 4 / 2**30:.1f} GiB at full width)",
+            )
 
 
 @dataclass(frozen=True)
 class LayerBits(_Section):
-    weight_bits: int | None = None
-    act_bits: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("weight_bits", "act_bits"):
-            v = getattr(self, name)
-            _check(v is None or 2 <= v <= 8, f"{name}: must be in [2, 8], got {v}")
+    weight_bits: int | None = spec(None, ge=2, le=8)
+    act_bits: int | None = spec(None, ge=2, le=8)
 
 
 @dataclass(frozen=True)
 class QuantConfig(_Section):
-    input_bits: int = 4
-    weight_bits: int = 4
-    act_bits: int = 4
-    r_bits: int = 4  # two-point: receptive-field integration site after quantization
-    c_bits: int = 4  # two-point: context integration site after quantization
-    output_bits: int = 8  # the logits layer
+    input_bits: int = spec(4, ge=2, le=8)
+    weight_bits: int = spec(4, ge=2, le=8)
+    act_bits: int = spec(4, ge=2, le=8)
+    # two-point: the integration sites after quantization; the table has 2**(r+c) entries
+    r_bits: int = spec(4, ge=3, le=6)
+    c_bits: int = spec(4, ge=3, le=6)
+    output_bits: int = spec(8, ge=2, le=8)  # the logits layer
     scaling: Scaling = Scaling.PO2
-    # Per-layer overrides by layer name (names are those of the IR: fc1, tp1, out, ...).
-    layers: dict[str, LayerBits] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name in ("input_bits", "weight_bits", "act_bits", "output_bits"):
-            v = getattr(self, name)
-            _check(2 <= v <= 8, f"{name}: must be in [2, 8], got {v}")
-        for name in ("r_bits", "c_bits"):
-            v = getattr(self, name)
-            _check(3 <= v <= 6, f"{name}: must be in [3, 6], got {v}")
+    # Per-layer overrides by layer name (names are those of the IR: fc1, tp1, out, ...);
+    # a name that is not a layer of the model is refused when the model is built.
+    layers: dict[str, LayerBits] = spec(default_factory=dict, max_len=64, keys=Rule(plain_name=True))
 
     def weight_bits_for(self, layer: str) -> int:
         lb = self.layers.get(layer)
@@ -260,62 +281,66 @@ class QuantConfig(_Section):
 
 @dataclass(frozen=True)
 class TrainConfig(_Section):
-    epochs: int = 60
-    batch_size: int = 64
-    lr: float = 0.01
-    weight_decay: float = 0.0
-    patience: int = 12  # early stopping on validation accuracy
-    threads: int = 2
+    epochs: int = spec(60, ge=1, le=10_000)
+    batch_size: int = spec(64, ge=1, le=65_536)
+    lr: float = spec(0.01, gt=0, le=10)
+    weight_decay: float = spec(0.0, ge=0, le=1)
+    patience: int = spec(12, ge=1, le=10_000)  # early stopping on validation accuracy ...
+    # ... allowed only once the (cosine) learning rate has decayed below this fraction of
+    # ``lr``: a seed never stops while the rate is still high.
+    stop_below_lr: float = spec(0.1, ge=0.0, le=1.0)
+    # Cost-aware training: penalties added to the loss, per sample. ``activity_penalty`` x the
+    # mean hidden activation; ``ops_penalty`` x the expected synaptic ops, each input's value
+    # times the L1 norm of its fan-out weights (a differentiable stand-in for events x fan-out),
+    # summed over every site and divided by the model's synapse count.
+    activity_penalty: float = spec(0.0, ge=0, le=1e3)
+    ops_penalty: float = spec(0.0, ge=0, le=1e3)
+    threads: int = spec(2, ge=1, le=256)
     # Decoupled module training (sparse-modular models; other kinds train end to end).
     mode: TrainMode = TrainMode.END_TO_END
-    workers: int = 1  # local worker processes the modules are spread over
-    combine_epochs: int = 20  # the combine stage: readout trained on the frozen modules
-
-    def __post_init__(self) -> None:
-        _check(1 <= self.workers <= 256, f"workers: must be in [1, 256], got {self.workers}")
-        _check(self.combine_epochs >= 1, f"combine_epochs: must be >= 1, got {self.combine_epochs}")
-        _check(self.epochs >= 1, f"epochs: must be >= 1, got {self.epochs}")
-        _check(self.batch_size >= 1, f"batch_size: must be >= 1, got {self.batch_size}")
-        _check(self.lr > 0, f"lr: must be > 0, got {self.lr}")
-        _check(self.weight_decay >= 0, f"weight_decay: must be >= 0, got {self.weight_decay}")
-        _check(self.patience >= 1, f"patience: must be >= 1, got {self.patience}")
-        _check(self.threads >= 1, f"threads: must be >= 1, got {self.threads}")
+    workers: int = spec(1, ge=1, le=256)  # local worker processes the modules are spread over
+    combine_epochs: int = spec(20, ge=1, le=10_000)  # the combine stage: readout on the frozen modules
 
 
 @dataclass(frozen=True)
 class HardwareConfig(_Section):
-    pes: int = 8  # processing elements P
-    clock_mhz: float = 200.0
-    max_weight_depth: int = 65536  # synapses one PE may hold (memory limit)
-    simulator: str = "icarus"  # icarus | verilator
-    sim_samples: int = 16  # test samples simulated by `apical sim`
-    part: str = "xczu7ev-ffvc1156-2-e"
-    board: str = "zcu104"
+    pes: int = spec(8, ge=1, le=64)  # processing elements P
+    clock_mhz: float = spec(200.0, gt=0, le=1000, why="no FPGA fabric clock reaches 1 GHz")
+    # synapses one PE may hold (memory limit); 2**24 words is past any board's block RAM
+    max_weight_depth: int = spec(65536, ge=16, le=1 << 24)
+    simulator: str = spec("icarus", choices=("icarus", "verilator"))
+    # test samples simulated by `apical sim`, from the start of the split; 0: all of them
+    sim_samples: int = spec(0, ge=0, le=100_000)
+    # fast: HDL harness, no Python in the cycle loop | cocotb: the Python testbench (waveforms)
+    sim_path: str = spec("fast", choices=("fast", "cocotb"))
+    part: str = spec("xczu7ev-ffvc1156-2-e", min_len=1, max_len=64)
+    board: str = spec("zcu104", min_len=1, max_len=64)
     waves: bool = False  # `apical sim` also writes a waveform
     backpressure: bool = True  # `apical sim` drives random back-pressure on both streams
+    # `apical bitstream`: keep a build that misses the board clock (still recorded as failed timing)
+    allow_timing_failure: bool = False
+    # Export two-point layers with context gating (`apical.sw.ir`): the golden model skips and
+    # does not count synapses the modulation table makes irrelevant. The RTL does not implement
+    # it yet, so `apical rtl`/`sim` refuse a gated IR; off by default.
+    context_gating: bool = False
 
-    def __post_init__(self) -> None:
-        _check(1 <= self.pes <= 64, f"pes: must be in [1, 64], got {self.pes}")
-        _check(self.clock_mhz > 0, f"clock_mhz: must be > 0, got {self.clock_mhz}")
-        _check(self.max_weight_depth >= 16, f"max_weight_depth: must be >= 16, got {self.max_weight_depth}")
-        _check(self.simulator in ("icarus", "verilator"),
-               f"simulator: must be icarus or verilator, got {self.simulator!r}")
-        _check(self.sim_samples >= 1, f"sim_samples: must be >= 1, got {self.sim_samples}")
+    def check(self) -> None:
+        if self.waves and self.sim_path == "fast":
+            raise SchemaError("waves", "the fast path writes no waveform; set sim_path: cocotb")
 
 
 @dataclass(frozen=True)
 class EnergyConfig(_Section):
-    table: str = "mcc-ultrascale"  # shipped table name or a YAML file path
-    baseline: bool = True  # train the point-neuron baseline on the same task and compare
-
-    def __post_init__(self) -> None:
-        _check(bool(self.table), "table: must not be empty")
+    table: str = spec("mcc-ultrascale", min_len=1, max_len=4096)  # shipped table name or a YAML file path
+    baseline: bool = True  # train the point-neuron baselines on the same task and compare
+    baseline_match: BaselineMatch = BaselineMatch.HIDDEN  # how the baselines are sized
 
 
 @dataclass(frozen=True)
 class Config(_Section):
-    name: str = "apical"
-    seed: int = 0
+    # names the run directory (runs/<name>) when no --out is given: a plain name, never a path
+    name: str = spec("apical", plain_name=True)
+    seed: int = spec(0, ge=0, le=2**32 - 1, why="numpy and torch seeds are 32-bit")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
@@ -332,89 +357,13 @@ class Config(_Section):
 # --------------------------------------------------------------------------- loading
 
 
-def _type_name(tp: Any) -> str:
-    if isinstance(tp, type):
-        if issubclass(tp, Enum):
-            return "one of " + ", ".join(repr(m.value) for m in tp)
-        return {"int": "an integer", "float": "a number", "str": "a string", "bool": "true/false"}.get(
-            tp.__name__, tp.__name__
-        )
-    return str(tp)
-
-
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _convert(value, inner[0], where)
-        raise ValueError(f"{where}: unsupported union type")
-    if origin is tuple:
-        (elem, _ellipsis) = typing.get_args(tp)
-        if not isinstance(value, list | tuple):
-            raise ValueError(f"{where}: must be a list, got {value!r}")
-        return tuple(_convert(v, elem, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        key_tp, val_tp = typing.get_args(tp)
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: must be a mapping, got {value!r}")
-        return {
-            _convert(k, key_tp, f"{where}"): _convert(v, val_tp, f"{where}.{k}") for k, v in value.items()
-        }
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, where)
-    if isinstance(tp, type) and issubclass(tp, Enum):
-        try:
-            return tp(value)
-        except ValueError:
-            raise ValueError(f"{where}: must be {_type_name(tp)}, got {value!r}") from None
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{where}: must be true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{where}: must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{where}: must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"{where}: must be a string, got {value!r}")
-        return value
-    raise ValueError(f"{where}: unsupported type {tp}")
-
-
-def _build(cls: Any, raw: Any, where: str) -> Any:
-    prefix = f"{where}." if where else ""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where or 'config'}: must be a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "origin"}
-    for key in raw:
-        if key not in fields:
-            known = ", ".join(sorted(fields))
-            raise ValueError(f"{prefix}{key}: unknown field (known: {known})")
-    kwargs = {name: _convert(raw[name], hints[name], f"{prefix}{name}") for name in fields if name in raw}
-    try:
-        return cls(**kwargs)
-    except ValueError as e:
-        msg = str(e)
-        raise ValueError(f"{prefix}{msg}" if where else msg) from None
-
-
 def parse_config(raw: Any, source: str = "<config>") -> Config:
     """Build a validated `Config` from a parsed YAML mapping."""
+    if not isinstance(raw, dict):
+        raise ApicalError(f"{source}: config: must be a mapping, got {type(raw).__name__}")
     try:
-        cfg = _build(Config, raw, "")
-    except ValueError as e:
+        cfg = build(Config, raw, skip=("origin",))
+    except SchemaError as e:
         raise ApicalError(f"{source}: {e}") from None
     return dataclasses.replace(cfg, origin=source)
 
@@ -422,21 +371,13 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
 def load_config(path: str | Path | None = None) -> Config:
     """Load and validate a YAML config; `None` loads the shipped default."""
     p = Path(path) if path is not None else default_config_path()
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ApicalError(f"{p}: cannot read config ({e.strerror or e})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ApicalError(f"{p}:{where} malformed YAML ({getattr(e, 'problem', e)})") from None
+    raw = load_yaml(p, "config")  # bounded, UTF-8, no duplicate keys (apical.sw.safeio)
     return parse_config(raw, str(p))
 
 
 def default_config_path() -> Path:
-    return Path(str(resources.files("apical.flows") / "data" / "default.yaml"))
+    """The shipped default config: package data of `apical.sw` (``configs/two_point.yaml`` links to it)."""
+    return Path(str(resources.files("apical.sw") / "data" / "default.yaml"))
 
 
 def _plain(value: Any) -> Any:

@@ -11,15 +11,17 @@ downloaded: the digits come bundled with scikit-learn.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from apical.sw.config import Config, DataSource
+from apical.sw.config import Config, ContextCode, DataSource
 from apical.sw.errors import ApicalError
+from apical.sw.safeio import MAX_ARRAY_BYTES, load_npz, read_bytes
 
-__all__ = ["Dataset", "Split", "context_transform", "load_dataset", "read_idx"]
+__all__ = ["Dataset", "Split", "context_transform", "empty_context", "load_dataset", "read_idx"]
 
 MAX_CLASSES = 1024  # a label above this is a data fault, not a class
 
@@ -65,7 +67,8 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed % (1 << 32), stream])
 
 
-def _split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
+def _split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int,
+                   source: str = "data") -> tuple[np.ndarray, ...]:
     """Stratified, seeded train/val/test indices (each class split in the same proportions)."""
     rng = _rng(seed, 1)
     parts: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
@@ -79,21 +82,33 @@ def _split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, see
     out = tuple(np.sort(np.concatenate(p)) for p in parts)
     for name, p in zip(("train", "val", "test"), out, strict=True):
         if p.size == 0:
-            raise ApicalError(f"data: {name} split is empty (too few samples for the split fractions)")
+            raise ApicalError(
+                f"{source}: {name} split is empty ({y.size} samples, val_fraction {val_fraction}, "
+                f"test_fraction {test_fraction}): give more samples or larger fractions"
+            )
     return out
 
 
 def context_transform(dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The fixed random transform of the context modality: a permutation and a sign per feature.
 
-    A feature ``v`` in [0, 1] becomes ``0.5 + 0.5 * sign * v[perm]``, so the
-    context view stays in [0, 1] (it quantizes like the driving view) while
-    carrying no pixel in its original place or polarity.
+    ``data.context_code: sparse`` (default): a feature ``v`` in [0, 1] becomes
+    ``(0.75 + 0.25 * sign) * v[perm]``, a permutation and a per-feature gain of
+    1 or 0.5: no pixel in its original place or scale, and a blank pixel stays
+    0 (no event). ``offset``: ``0.5 + 0.5 * sign * v[perm]``, which carries the
+    polarity too but maps a blank pixel to 0.5, so every context input fires.
+    Either way the context view stays in [0, 1] and quantizes like the driving view.
     """
     rng = _rng(seed, 0xC0)
     perm = rng.permutation(dim)
     sign = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=dim)
     return perm, sign
+
+
+def empty_context(cfg: Config, shape: tuple[int, int]) -> np.ndarray:
+    """What the context view is when it carries nothing: zeros, or 0.5 under the offset code."""
+    fill = 0.5 if (cfg.data.source is DataSource.DIGITS and cfg.data.context_code is ContextCode.OFFSET) else 0.0
+    return np.full(shape, fill, dtype=np.float32)
 
 
 def _partner(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -117,10 +132,16 @@ def _digits_split(clean: np.ndarray, y: np.ndarray, cfg: Config, rng: np.random.
     x = np.clip(x, 0.0, 1.0).astype(np.float32)
     ctx = None
     if d.context:
-        other = clean[_partner(y, rng)]
-        z = 0.5 + 0.5 * sign[None, :] * other[:, perm]
-        if d.context_noise > 0:
-            z = z + rng.normal(0.0, d.context_noise, size=z.shape)
+        other = clean[_partner(y, rng)][:, perm]
+        if d.context_code is ContextCode.SPARSE:
+            z = (0.75 + 0.25 * sign[None, :]) * other
+            # The sensor is silent where there is nothing: noise perturbs only features with content.
+            noise = rng.normal(0.0, d.context_noise, size=z.shape) if d.context_noise > 0 else 0.0
+            z = np.where(other > 0, np.clip(z + noise, 1.0 / 16, 1.0), 0.0)
+        else:
+            z = 0.5 + 0.5 * sign[None, :] * other
+            if d.context_noise > 0:
+                z = z + rng.normal(0.0, d.context_noise, size=z.shape)
         ctx = np.clip(z, 0.0, 1.0).astype(np.float32)
     return Split(x=x, ctx=ctx, y=y.astype(np.int64))
 
@@ -201,35 +222,26 @@ def _from_arrays(x: np.ndarray, ctx: np.ndarray | None, y: np.ndarray, cfg: Conf
     x, ctx, y = _subsample(x, ctx, y, cfg)
     if not cfg.data.context:
         ctx = None
-    idx = _split_indices(y, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed)
+    idx = _split_indices(y, cfg.data.val_fraction, cfg.data.test_fraction, cfg.seed, str(path))
     splits = [Split(x=x[i], ctx=None if ctx is None else ctx[i], y=y[i]) for i in idx]
     return Dataset(*splits, num_classes=num_classes)
 
 
 def _load_npz(cfg: Config) -> Dataset:
     path = Path(cfg.data.path or "")
-    if not path.is_file():
-        raise ApicalError(f"{path}: data file not found (data.path)")
-    try:
-        arch = np.load(path, allow_pickle=False)
-    except Exception as e:  # a corrupt archive raises zipfile/OS/Value errors alike
-        raise ApicalError(f"{path}: unreadable .npz archive ({type(e).__name__}: {e})") from None
-    with arch:
-        if not hasattr(arch, "files"):
-            raise ApicalError(f"{path}: not an .npz archive (a single array)")
-        for key in ("x", "y"):
-            if key not in arch.files:
-                raise ApicalError(f"{path}: array {key!r} missing (found {sorted(arch.files)})")
-        try:
-            x_raw, y_raw = arch["x"], arch["y"]
-            ctx_raw = arch["ctx"] if "ctx" in arch.files else None
-        except ValueError as e:  # object arrays need pickle, which is refused
-            raise ApicalError(f"{path}: unreadable array ({e})") from None
+    # headers checked before any member is decompressed; pickles refused (apical.sw.safeio)
+    arch = load_npz(path, "data file (data.path)")
+    for key in ("x", "y"):
+        if key not in arch:
+            raise ApicalError(f"{path}: array {key!r} missing (found {sorted(arch)[:8]})")
+    x_raw, y_raw, ctx_raw = arch["x"], arch["y"], arch.get("ctx")
     x = _as_features(x_raw, path, "x")
     y = _as_labels(y_raw, path, "y")
     ctx = None if ctx_raw is None else _as_features(ctx_raw, path, "ctx")
     return _from_arrays(x, ctx, y, cfg, path)
 
+
+MAX_IDX_BYTES = MAX_ARRAY_BYTES  # an IDX file is read whole; the same budget as an .npz
 
 _IDX_DTYPES = {
     0x08: np.dtype(">u1"),
@@ -244,9 +256,7 @@ _IDX_DTYPES = {
 def read_idx(path: str | Path) -> np.ndarray:
     """Read one IDX file (MNIST format): magic ``0x0000 <dtype> <ndim>``, big-endian dims, data."""
     p = Path(path)
-    if not p.is_file():
-        raise ApicalError(f"{p}: IDX file not found")
-    raw = p.read_bytes()
+    raw = read_bytes(p, "IDX file", MAX_IDX_BYTES)
     if len(raw) < 4:
         raise ApicalError(f"{p}: truncated IDX header ({len(raw)} bytes)")
     if raw[0] != 0 or raw[1] != 0:
@@ -261,7 +271,7 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise ApicalError(f"{p}: truncated IDX header (needs {head} bytes, file has {len(raw)})")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     dt = _IDX_DTYPES[code]
-    count = int(np.prod(dims, dtype=np.int64))
+    count = math.prod(dims)  # Python ints: a product of four u32 dims cannot overflow
     if len(raw) - head != count * dt.itemsize:
         raise ApicalError(
             f"{p}: IDX data size {len(raw) - head} bytes != dims {dims} x {dt.itemsize} bytes"

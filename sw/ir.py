@@ -24,6 +24,13 @@ Arithmetic every consumer (golden model, RTL) must implement exactly:
   the output is ``table[r - r_min, c - c_min]`` where ``r_min``/``c_min`` are
   the minima of the sites' ranges; the table already holds output-range
   integers.
+* Context gating (optional, ``gate`` of a two_point layer, default none):
+  ``gate: r`` evaluates site ``r`` first; a neuron whose ``r`` value selects a
+  table row that is constant over every ``c`` has its output fixed, so its
+  ``c`` synapses are neither accumulated nor counted and its ``c`` site is not
+  requantized (``gate: c``: the same with the roles swapped). The gating values
+  are derived from the table (`gating_values`), so the outputs are those of the
+  ungated layer by construction; only the counted actions fall.
 * The network output is the last layer's tensor; the class is its argmax
   (first index on ties).
 """
@@ -31,6 +38,8 @@ Arithmetic every consumer (golden model, RTL) must implement exactly:
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +49,8 @@ import yaml
 
 from apical.sw.atomic import atomic_write
 from apical.sw.errors import ApicalError
+from apical.sw.safeio import load_npz, load_yaml
+from apical.sw.schema import Rule, Schema, SchemaError, build, show, spec
 
 __all__ = [
     "FORMAT",
@@ -49,7 +60,9 @@ __all__ = [
     "Requant",
     "Site",
     "TensorSpec",
+    "GATES",
     "acc_bits_needed",
+    "gating_values",
     "int_range",
     "load_ir",
     "load_inputs",
@@ -63,6 +76,18 @@ MAX_BITS = 16  # activation/weight/table value widths the format allows
 MAX_ACC_BITS = 48  # DSP48E2 accumulator width
 LAYER_KINDS = ("dense", "two_point")
 ACTIVATIONS = ("relu", "identity")
+GATES = ("r", "c")  # two_point: the site evaluated first when context gating is on
+
+
+def gating_values(table: np.ndarray, gate: str) -> np.ndarray:
+    """bool per value index of the ``gate`` site: True where the table fixes the output
+    whatever the other site is (a constant row for ``r``, a constant column for ``c``)."""
+    t = np.asarray(table)
+    if gate == "r":
+        return (t == t[:, :1]).all(axis=1)
+    if gate == "c":
+        return (t == t[:1, :]).all(axis=0)
+    raise ApicalError(f"gating_values: gate must be one of {GATES}, got {gate!r}")
 
 
 def int_range(bits: int, signed: bool) -> tuple[int, int]:
@@ -144,6 +169,12 @@ class Layer:
     out_scale: float = 1.0
     table: np.ndarray | None = None  # two_point: int32 [2**r.bits, 2**c.bits]
     modulation: str | None = None  # two_point: the transfer function's name (informational)
+    gate: str | None = None  # two_point: context gating, the site evaluated first ("r"/"c"), or None
+
+    @property
+    def gated_site(self) -> str | None:
+        """The site whose synapses gating may skip (the other one), or None without gating."""
+        return None if self.gate is None else ("c" if self.gate == "r" else "r")
 
     @property
     def out_range(self) -> tuple[int, int]:
@@ -186,6 +217,11 @@ class IR:
     @property
     def synapses(self) -> int:
         return sum(s.nnz for layer in self.layers for s in layer.sites.values())
+
+    @property
+    def gated(self) -> bool:
+        """True when any layer uses context gating (the RTL does not implement it yet)."""
+        return any(layer.gate is not None for layer in self.layers)
 
 
 # --------------------------------------------------------------------------- validation
@@ -232,15 +268,20 @@ def _check_site(ir_tensors: dict[str, TensorSpec], layer: Layer, key: str, site:
     ip = site.indptr
     if ip.ndim != 1 or ip.shape[0] != site.in_size + 1:
         _fail(layer.name, f"{where}.indptr", f"shape {ip.shape} != ({site.in_size + 1},)")
-    if ip[0] != 0 or np.any(np.diff(ip) < 0) or ip[-1] != site.indices.shape[0]:
-        _fail(layer.name, f"{where}.indptr", "must start at 0, not decrease, and end at nnz")
     if site.indices.ndim != 1 or site.data.shape != site.indices.shape:
         _fail(layer.name, f"{where}.data", f"shape {site.data.shape} != indices shape {site.indices.shape}")
+    nnz = site.indices.shape[0]
+    if ip[0] != 0 or np.any(np.diff(ip) < 0) or ip[-1] != nnz:
+        _fail(layer.name, f"{where}.indptr", "must start at 0, not decrease, and end at nnz")
     if site.indices.size and (site.indices.min() < 0 or site.indices.max() >= layer.size):
         _fail(layer.name, f"{where}.indices", f"target neuron out of range [0, {layer.size})")
-    for i in range(site.in_size):
-        seg = site.indices[ip[i] : ip[i + 1]]
-        if seg.size > 1 and np.any(np.diff(seg) <= 0):
+    if nnz > 1:  # within each input's fan-out, targets strictly ascending (vectorised)
+        same = np.ones(nnz - 1, dtype=bool)
+        starts = ip[1:-1]
+        same[starts[(starts > 0) & (starts < nnz)] - 1] = False
+        bad = np.flatnonzero(same & (np.diff(site.indices) <= 0))
+        if bad.size:
+            i = int(np.searchsorted(ip, bad[0], side="right")) - 1
             _fail(layer.name, f"{where}.indices", f"fan-out of input {i} not strictly ascending")
     lo, hi = int_range(site.weight_bits, True)
     if site.data.size and (site.data.min() < lo or site.data.max() > hi):
@@ -253,6 +294,11 @@ def _check_site(ir_tensors: dict[str, TensorSpec], layer: Layer, key: str, site:
         _fail(layer.name, f"{where}.data", "zero weights must not be stored")
     if site.bias.shape != (layer.size,):
         _fail(layer.name, f"{where}.bias", f"shape {site.bias.shape} != ({layer.size},)")
+    blo, bhi = int_range(MAX_ACC_BITS, True)
+    if site.bias.size and (int(site.bias.min()) < blo or int(site.bias.max()) > bhi):
+        # checked before |bias| is taken: abs(int64 min) wraps to a negative number
+        v = int(site.bias.min()) if int(site.bias.min()) < blo else int(site.bias.max())
+        _fail(layer.name, f"{where}.acc_bits", f"a bias of {v} needs more than the {MAX_ACC_BITS}-bit accumulator")
     if not 2 <= site.acc_bits <= MAX_ACC_BITS:
         _fail(layer.name, f"{where}.acc_bits", f"must be in [2, {MAX_ACC_BITS}], got {site.acc_bits}")
     need = acc_bits_needed(site, layer.size, srcs)
@@ -279,6 +325,8 @@ def validate_ir(ir: IR) -> None:
             raise ApicalError(f"IR input {t.name}: size: must be >= 1, got {t.size}")
         if not 1 <= t.bits <= MAX_BITS:
             raise ApicalError(f"IR input {t.name}: bits: must be in [1, {MAX_BITS}], got {t.bits}")
+        if not (math.isfinite(t.scale) and t.scale > 0):
+            raise ApicalError(f"IR input {t.name}: scale: must be a finite number > 0, got {t.scale}")
         tensors[t.name] = t
     for layer in ir.layers:
         if layer.name in tensors:
@@ -289,6 +337,8 @@ def validate_ir(ir: IR) -> None:
             _fail(layer.name, "size", f"must be >= 1, got {layer.size}")
         if not 1 <= layer.out_bits <= MAX_BITS:
             _fail(layer.name, "out_bits", f"must be in [1, {MAX_BITS}], got {layer.out_bits}")
+        if not (math.isfinite(layer.out_scale) and layer.out_scale > 0):
+            _fail(layer.name, "out_scale", f"must be a finite number > 0, got {layer.out_scale}")
         if set(layer.sites) != set(layer.site_order):
             _fail(layer.name, "sites", f"{layer.kind} needs sites {list(layer.site_order)}, got {sorted(layer.sites)}")
         for key in layer.site_order:
@@ -299,12 +349,16 @@ def validate_ir(ir: IR) -> None:
                 _fail(layer.name, "sites.main.bits", "must equal the layer's out_bits/out_signed")
             if layer.table is not None:
                 _fail(layer.name, "table", "only two_point layers carry a table")
+            if layer.gate is not None:
+                _fail(layer.name, "gate", "only two_point layers are context-gated")
         else:
+            if layer.gate is not None and layer.gate not in GATES:
+                _fail(layer.name, "gate", f"must be one of {GATES} or absent, got {layer.gate!r}")
             r, c = layer.sites["r"], layer.sites["c"]
             shape = (1 << r.bits, 1 << c.bits)
             if layer.table is None:
                 _fail(layer.name, "table", "missing modulation table")
-            if layer.table.shape != shape:
+            if layer.table.ndim != 2 or layer.table.shape != shape:
                 _fail(layer.name, "table", f"shape {layer.table.shape} != {shape} (2**r.bits x 2**c.bits)")
             lo, hi = layer.out_range
             if layer.table.size and (layer.table.min() < lo or layer.table.max() > hi):
@@ -355,6 +409,8 @@ def save_ir(ir: IR, directory: str | Path) -> Path:
             arrays[f"{layer.name}.table"] = layer.table.astype(np.int32)
             entry["table"] = {"key": f"{layer.name}.table", "shape": list(layer.table.shape)}
             entry["modulation"] = layer.modulation
+        if layer.gate is not None:
+            entry["gate"] = layer.gate
         layers.append(entry)
     manifest = {
         "format": FORMAT,
@@ -383,114 +439,178 @@ def _yaml_safe(value: Any) -> Any:
     return value
 
 
-def _get(d: dict[str, Any], key: str, tp: type | tuple[type, ...], where: str) -> Any:
-    if not isinstance(d, dict) or key not in d:
-        raise ApicalError(f"{where}: {key}: missing")
-    v = d[key]
-    if tp is int and isinstance(v, bool):
-        raise ApicalError(f"{where}: {key}: must be an integer, got {v!r}")
-    if tp is float and isinstance(v, int | float) and not isinstance(v, bool):
-        return float(v)
-    if not isinstance(v, tp):
-        name = tp.__name__ if isinstance(tp, type) else "/".join(t.__name__ for t in tp)
-        raise ApicalError(f"{where}: {key}: must be {name}, got {v!r}")
-    return v
+# --------------------------------------------------------------------------- manifest schema
+#
+# The file form of model.yaml, validated by the one schema mechanism
+# (`apical.sw.schema`) as configs and energy tables are. Limits: MAX_SIZE
+# neurons per tensor (the widest layer a config can ask for is 65536 granule
+# units), MAX_NNZ synapses per site (256 MiB of int32 weights).
+
+MAX_SIZE = 1 << 16
+MAX_NNZ = 1 << 26
+_BITS = {"ge": 1, "le": MAX_BITS}
+_SCALE = {"gt": 0, "le": 1e30, "why": "real value = integer x scale: finite and positive"}
 
 
-def _array(arrays: Any, key: str, where: str) -> np.ndarray:
-    if key not in arrays.files:
+@dataclass(frozen=True)
+class _InputEntry(Schema):
+    name: str = spec(plain_name=True)
+    size: int = spec(ge=1, le=MAX_SIZE)
+    bits: int = spec(**_BITS)
+    signed: bool = spec()
+    scale: float = spec(**_SCALE)
+
+
+@dataclass(frozen=True)
+class _RequantEntry(Schema):
+    shift: int = spec(ge=-32, le=63)
+    multiplier: int = spec(ge=1, lt=1 << 24)
+
+
+@dataclass(frozen=True)
+class _SiteEntry(Schema):
+    sources: tuple[str, ...] = spec(min_len=1, max_len=64)
+    in_size: int = spec(ge=1, le=64 * MAX_SIZE)
+    weight_bits: int = spec(**_BITS)
+    nnz: int = spec(ge=0, le=MAX_NNZ)
+    acc_bits: int = spec(ge=2, le=MAX_ACC_BITS)
+    requant: _RequantEntry = spec()
+    bits: int = spec(**_BITS)
+    signed: bool = spec()
+    activation: str = spec(choices=ACTIVATIONS)
+
+
+@dataclass(frozen=True)
+class _TableEntry(Schema):
+    key: str = spec(min_len=1, max_len=200)
+    shape: tuple[int, ...] = spec(min_len=2, max_len=2, each=Rule(ge=2, le=1 << 12))
+
+
+@dataclass(frozen=True)
+class _LayerEntry(Schema):
+    name: str = spec(plain_name=True)
+    kind: str = spec(choices=LAYER_KINDS)
+    size: int = spec(ge=1, le=MAX_SIZE)
+    out_bits: int = spec(**_BITS)
+    out_signed: bool = spec()
+    out_scale: float = spec(**_SCALE)
+    sites: dict[str, _SiteEntry] = spec(min_len=1, max_len=2, keys=Rule(choices=("main", "r", "c")))
+    table: _TableEntry | None = None
+    modulation: str | None = spec(None, max_len=64)
+    gate: str | None = spec(None, choices=GATES)
+
+
+@dataclass(frozen=True)
+class _Manifest(Schema):
+    format: str = spec(choices=(FORMAT,))
+    version: int = spec(choices=(VERSION,), why="the IR format this apical reads")
+    inputs: tuple[_InputEntry, ...] = spec(min_len=1, max_len=16)
+    layers: tuple[_LayerEntry, ...] = spec(min_len=1, max_len=256)
+    output: str = spec()
+    meta: dict[str, Any] = spec(default_factory=dict, max_len=256)
+
+    def check(self) -> None:
+        last = self.layers[-1].name
+        if self.output != last:
+            names = {t.name for t in self.inputs} | {layer.name for layer in self.layers}
+            what = "a layer that does not exist" if self.output not in names else "a tensor that is not the last layer"
+            raise SchemaError("output", f"names {what} ({show(self.output, 40)}); the output is the last layer {last!r}")
+
+
+def _manifest_error(e: SchemaError, raw: Any, mpath: Path) -> ApicalError:
+    """A manifest fault named by layer (``IR layer tp1: sites.r.bits: ...``), else by field."""
+    m = re.fullmatch(r"layers\[(\d+)\]\.?(.*)", e.path)
+    if m and isinstance(raw, dict) and isinstance(raw.get("layers"), list):
+        entry = raw["layers"][int(m.group(1))]
+        name = entry.get("name") if isinstance(entry, dict) else None
+        label = name if isinstance(name, str) and len(name) <= 64 and name.isprintable() else f"#{m.group(1)}"
+        rest = f"{m.group(2)}: " if m.group(2) else ""
+        return ApicalError(f"{mpath}: IR layer {label}: {rest}{e.msg}")
+    return ApicalError(f"{mpath}: {e}")
+
+
+# Integer arrays are read in their stored dtype and converted to int64 only
+# after their values are checked in that dtype: a uint64 beyond int64 would
+# wrap to a negative weight.
+_INT64 = (-(1 << 63), (1 << 63) - 1)
+
+
+def _array(arrays: dict[str, np.ndarray], key: str, where: str, shape: tuple[int, ...]) -> np.ndarray:
+    if key not in arrays:
         raise ApicalError(f"{where}: weights.npz has no array {key!r}")
-    try:
-        a = arrays[key]  # members are read lazily: a corrupt one only fails here
-    except Exception as e:
-        raise ApicalError(f"{where}: weights.npz array {key!r} unreadable ({type(e).__name__}: {e})") from None
+    a = arrays[key]
     if not np.issubdtype(a.dtype, np.integer):
         raise ApicalError(f"{where}: array {key!r} must be integer, got {a.dtype}")
-    return a
+    if a.shape != shape:
+        raise ApicalError(f"{where}: array {key!r} has shape {a.shape}, the manifest declares {shape}")
+    if a.size and a.dtype == np.uint64 and int(a.max()) > _INT64[1]:
+        raise ApicalError(f"{where}: array {key!r} holds {int(a.max())}, beyond the signed 64-bit range")
+    return a.astype(np.int64)
 
 
 def load_ir(directory: str | Path) -> IR:
-    """Read and validate an IR directory; any fault raises `ApicalError` naming it."""
+    """Read and validate an IR directory; any fault raises `ApicalError` naming it.
+
+    The manifest is validated by its schema first; each array is then checked
+    against the shape the manifest declares (``nnz``, ``size``, ``in_size``,
+    table shape) before it is used, and the whole IR by `validate_ir`.
+    """
     d = Path(directory)
     mpath, wpath = d / "model.yaml", d / "weights.npz"
     for p in (mpath, wpath):
         if not p.is_file():
             raise ApicalError(f"{p}: IR file missing (run `apical export` first)")
+    raw = load_yaml(mpath, "IR manifest")
+    if not isinstance(raw, dict):
+        raise ApicalError(f"{mpath}: must be a mapping, got {type(raw).__name__}")
+    for key, want in (("format", FORMAT), ("version", VERSION)):  # before anything else: a foreign file
+        if raw.get(key) != want:
+            raise ApicalError(f"{mpath}: {key}: must be {want!r}, got {show(raw.get(key))}")
     try:
-        m = yaml.safe_load(mpath.read_text())
-    except yaml.YAMLError as e:
-        raise ApicalError(f"{mpath}: malformed YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(m, dict):
-        raise ApicalError(f"{mpath}: must be a mapping")
-    if m.get("format") != FORMAT:
-        raise ApicalError(f"{mpath}: format: expected {FORMAT!r}, got {m.get('format')!r}")
-    if m.get("version") != VERSION:
-        raise ApicalError(f"{mpath}: version: unsupported {m.get('version')!r} (this apical reads {VERSION})")
-    try:
-        arrays = np.load(wpath, allow_pickle=False)
-    except Exception as e:  # zipfile/ValueError/OSError: all mean a corrupt file
-        raise ApicalError(f"{wpath}: unreadable weights archive ({type(e).__name__}: {e})") from None
-    with arrays:
-        inputs = []
-        for i, t in enumerate(_get(m, "inputs", list, str(mpath))):
-            w = f"{mpath}: inputs[{i}]"
-            inputs.append(
-                TensorSpec(
-                    name=_get(t, "name", str, w),
-                    size=_get(t, "size", int, w),
-                    bits=_get(t, "bits", int, w),
-                    signed=_get(t, "signed", bool, w),
-                    scale=_get(t, "scale", float, w),
-                )
+        m = build(_Manifest, raw)
+    except SchemaError as e:
+        raise _manifest_error(e, raw, mpath) from None
+    arrays = load_npz(wpath, "IR weights archive")
+    inputs = tuple(TensorSpec(t.name, t.size, t.bits, t.signed, t.scale) for t in m.inputs)
+    layers = []
+    for entry in m.layers:
+        w = f"IR layer {entry.name}"
+        sites = {}
+        for key, s in entry.sites.items():
+            sw = f"{w}: sites.{key}"
+            pre = f"{entry.name}.{key}"
+            sites[key] = Site(
+                sources=s.sources,
+                in_size=s.in_size,
+                weight_bits=s.weight_bits,
+                indptr=_array(arrays, f"{pre}.indptr", f"{sw}.indptr", (s.in_size + 1,)),
+                indices=_array(arrays, f"{pre}.indices", f"{sw}.indices", (s.nnz,)),
+                data=_array(arrays, f"{pre}.data", f"{sw}.data", (s.nnz,)),
+                bias=_array(arrays, f"{pre}.bias", f"{sw}.bias", (entry.size,)),
+                acc_bits=s.acc_bits,
+                requant=Requant(shift=s.requant.shift, multiplier=s.requant.multiplier),
+                bits=s.bits,
+                signed=s.signed,
+                activation=s.activation,
             )
-        layers = []
-        for i, entry in enumerate(_get(m, "layers", list, str(mpath))):
-            name = entry.get("name", f"#{i}") if isinstance(entry, dict) else f"#{i}"
-            w = f"IR layer {name}"
-            kind = _get(entry, "kind", str, w)
-            sites_raw = _get(entry, "sites", dict, w)
-            sites = {}
-            for key, s in sites_raw.items():
-                sw = f"{w}: sites.{key}"
-                rq = _get(s, "requant", dict, sw)
-                sites[key] = Site(
-                    sources=tuple(_get(s, "sources", list, sw)),
-                    in_size=_get(s, "in_size", int, sw),
-                    weight_bits=_get(s, "weight_bits", int, sw),
-                    indptr=_array(arrays, f"{name}.{key}.indptr", sw).astype(np.int64),
-                    indices=_array(arrays, f"{name}.{key}.indices", sw).astype(np.int64),
-                    data=_array(arrays, f"{name}.{key}.data", sw).astype(np.int64),
-                    bias=_array(arrays, f"{name}.{key}.bias", sw).astype(np.int64),
-                    acc_bits=_get(s, "acc_bits", int, sw),
-                    requant=Requant(
-                        shift=_get(rq, "shift", int, f"{sw}.requant"),
-                        multiplier=_get(rq, "multiplier", int, f"{sw}.requant"),
-                    ),
-                    bits=_get(s, "bits", int, sw),
-                    signed=_get(s, "signed", bool, sw),
-                    activation=_get(s, "activation", str, sw),
-                )
-            table = None
-            if "table" in entry:
-                tk = _get(entry["table"], "key", str, f"{w}: table")
-                table = _array(arrays, tk, f"{w}: table").astype(np.int64)
-            layers.append(
-                Layer(
-                    name=_get(entry, "name", str, w),
-                    kind=kind,
-                    size=_get(entry, "size", int, w),
-                    sites=sites,
-                    out_bits=_get(entry, "out_bits", int, w),
-                    out_signed=_get(entry, "out_signed", bool, w),
-                    out_scale=_get(entry, "out_scale", float, w),
-                    table=table,
-                    modulation=entry.get("modulation"),
-                )
+        table = None
+        if entry.table is not None:
+            table = _array(arrays, entry.table.key, f"{w}: table", entry.table.shape)
+        layers.append(
+            Layer(
+                name=entry.name,
+                kind=entry.kind,
+                size=entry.size,
+                sites=sites,
+                out_bits=entry.out_bits,
+                out_signed=entry.out_signed,
+                out_scale=entry.out_scale,
+                table=table,
+                modulation=entry.modulation,
+                gate=entry.gate,
             )
-    meta = m.get("meta") or {}
-    if not isinstance(meta, dict):
-        raise ApicalError(f"{mpath}: meta: must be a mapping")
-    ir = IR(inputs=tuple(inputs), layers=tuple(layers), meta=meta)
+        )
+    ir = IR(inputs=inputs, layers=tuple(layers), meta=m.meta)
     validate_ir(ir)
     return ir
 

@@ -138,8 +138,8 @@ def train_module(cfg: Config, ds: Dataset, k: int, rank: int = 0) -> ModuleResul
             if acc > best_acc:
                 best_acc, best_epoch = acc, epoch + 1
                 best_state = {n: v.detach().clone() for n, v in net.state_dict().items()}
-            elif epoch + 1 - best_epoch >= tc.patience:
-                break
+            elif epoch + 1 - best_epoch >= tc.patience and sched.get_last_lr()[0] <= tc.stop_below_lr * tc.lr:
+                break  # early stopping, as end to end: only once the rate has decayed
         assert best_state is not None  # train.epochs >= 1
         net.load_state_dict(best_state)
         xt, yt = _xy(ds.test)
@@ -292,6 +292,9 @@ def train_decoupled(
     ``progress`` is accepted for parity with `apical.sw.train.train_model`; no
     bar is drawn, as the modules train in several processes.
     """
+    if cfg.train.activity_penalty > 0 or cfg.train.ops_penalty > 0:
+        raise ApicalError(f"{cfg.origin}: train.mode: decoupled does not apply the cost penalties yet "
+                          "(train.activity_penalty, train.ops_penalty); use end_to_end or set them to 0")
     t0 = time.perf_counter()
     results, workers = module_results(cfg, ds)
     if results is None:

@@ -40,7 +40,7 @@ def _yowasp_cache(monkeypatch: pytest.MonkeyPatch) -> None:
 def tiny_ir(seed: int = 2) -> IR:
     """16 inputs, 8 hidden, 4 outputs, 4-bit: the open-board test network."""
     rng = np.random.default_rng(seed)
-    return random_ir(rng, kind="dense", layers=2, input_size=(16, 16), hidden_size=(8, 8), bits=(4, 4))
+    return random_ir(rng, kind="dense", layers=2, input_size=(16, 16), hidden_size=(8, 8), bits=(4, 4), raw_output=0.0)
 
 
 def request_bytes(ir: IR, inputs: dict[str, np.ndarray], i: int, element_bytes: int) -> list[int]:
@@ -116,7 +116,7 @@ def test_uart_bridge_class_matches_golden(seed: int, pes: int) -> None:
     """Random nets behind the UART (seed 1: two-point layer with the context input; 2: one input;
     27: two inputs), seeds whose classes vary: every reply equals the golden class."""
     rng = np.random.default_rng(seed)
-    ir = random_ir(rng, kind="mixed", layers=2, input_size=(5, 8), hidden_size=(4, 6), bits=(2, 8))
+    ir = random_ir(rng, kind="mixed", layers=2, input_size=(5, 8), hidden_size=(4, 6), bits=(2, 8), raw_output=0.0)
     n = 8
     inputs = random_inputs(rng, ir, n, zero_fraction=0.2)
     golden = run_golden(ir, inputs)
@@ -129,7 +129,7 @@ def test_uart_bridge_class_matches_golden(seed: int, pes: int) -> None:
 
 def test_uart_bridge_resynchronises_after_truncated_request() -> None:
     rng = np.random.default_rng(2)
-    ir = random_ir(rng, kind="mixed", layers=2, input_size=(5, 8), hidden_size=(4, 6), bits=(2, 8))
+    ir = random_ir(rng, kind="mixed", layers=2, input_size=(5, 8), hidden_size=(4, 6), bits=(2, 8), raw_output=0.0)
     n = 4
     inputs = random_inputs(rng, ir, n, zero_fraction=0.2)
     expect = [int(c) for c in run_golden(ir, inputs).classes]

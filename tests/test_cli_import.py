@@ -70,4 +70,6 @@ def test_import_bad_inputs_and_existing_dir(tmp_path: Path, onnx_model: Path, ca
     rc = main(["import", str(onnx_model), "--out", str(run)])
     assert rc == 1
     assert "exists" in capsys.readouterr().err
-    assert main(["import", str(onnx_model), "--out", str(run), "--force"]) == 0
+    assert main(["import", str(onnx_model), "--out", str(run), "--force"]) == 1  # the old flag, named
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["import", str(onnx_model), "--out", str(run), "--overwrite"]) == 0

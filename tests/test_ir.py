@@ -123,7 +123,7 @@ def test_missing_manifest_field(ir_dir: Path) -> None:
     edit_yaml(ir_dir, lambda m: layer_entry(m, "l2")["sites"]["c"].pop("acc_bits"))
     expect(ir_dir, "IR layer l2", "sites.c", "acc_bits", "missing")
     edit_yaml(ir_dir, lambda m: layer_entry(m, "l2")["sites"]["c"].update(acc_bits="wide"))
-    expect(ir_dir, "IR layer l2", "acc_bits", "must be int")
+    expect(ir_dir, "IR layer l2", "acc_bits", "must be an integer")
 
 
 def test_missing_array(ir_dir: Path) -> None:

@@ -212,3 +212,13 @@ def test_build_model_default_dims_come_from_the_data() -> None:
     model = build_model(load_config())
     assert model.dims == ModelDims(64, 64, 10)
     assert np.array_equal(model.input_names, ("x", "ctx"))
+
+
+def test_quant_override_naming_no_layer_is_refused() -> None:
+    """A per-layer override whose name is not a layer of the model would be silently ignored."""
+    cfg = _cfg("point")
+    quant = cfg.quant.__class__(**{**cfg.quant.__dict__, "layers": {"fc9": LayerBits(weight_bits=8)}})
+    with pytest.raises(ApicalError, match=r"quant\.layers\.fc9: names no layer of this point model \(layers: fc1"):
+        build_model(cfg.replace(quant=quant), DIMS)
+    ok = cfg.quant.__class__(**{**cfg.quant.__dict__, "layers": {"fc1": LayerBits(weight_bits=8)}})
+    build_model(cfg.replace(quant=ok), DIMS)

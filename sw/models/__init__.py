@@ -49,4 +49,12 @@ def build_model(cfg: Config, dims: ModelDims | None = None) -> ApicalNet:
     # The initial weights are part of the model: seed them, without touching the caller's RNG.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return classes[cfg.model.kind](cfg, dims)
+        model = classes[cfg.model.kind](cfg, dims)
+    names = [s.name for s in model.layer_specs()]
+    for layer in cfg.quant.layers:
+        if layer not in names:  # an override that names no layer would be silently ignored
+            raise ApicalError(
+                f"{cfg.origin}: quant.layers.{layer}: names no layer of this {cfg.model.kind.value} model "
+                f"(layers: {', '.join(names)})"
+            )
+    return model
