@@ -140,12 +140,35 @@ def _run_steps(cfg: Config, run_dir: Path, start: str, stop: str, *, force: bool
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+    cfg = _override(load_config(args.config), "train", workers=args.workers)
     run_dir = Path(args.out)
+    from apical.sw.distributed import launched_by_torchrun
+
+    if launched_by_torchrun(os.environ):  # one of N torchrun processes: rank 0 writes the run
+        return _train_under_torchrun(cfg, run_dir, args.overwrite)
     _guard_run_dir(cfg, run_dir, args.overwrite)
     _run_steps(cfg, run_dir, "train", "train", force=True)
     _console().print(f"run directory: {run_dir}")
     return 0
+
+
+def _train_under_torchrun(cfg: Config, run_dir: Path, force: bool) -> int:
+    import torch.distributed as dist
+
+    from apical.sw.distributed import init_from_env, rank
+    from apical.sw.train_modular import run_worker
+
+    init_from_env()
+    try:
+        if rank() != 0:
+            run_worker(cfg)
+            return 0
+        _guard_run_dir(cfg, run_dir, force)
+        _run_steps(cfg, run_dir, "train", "train", force=True)
+        _console().print(f"run directory: {run_dir}")
+        return 0
+    finally:
+        dist.destroy_process_group()
 
 
 def _single(step: str):
@@ -283,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="run directory")
     sp.add_argument("--overwrite", action="store_true", help="replace a run of a different config")
     _old_force(sp)
+    sp.add_argument("--workers", type=int, help="processes the sparse-modular modules are spread over "
+                    "(train.workers; decoupled training)")
     sp.set_defaults(fn=cmd_train)
 
     def run_dir_cmd(name: str, help_: str) -> argparse.ArgumentParser:

@@ -44,6 +44,7 @@ __all__ = [
     "QuantConfig",
     "Scaling",
     "TrainConfig",
+    "TrainMode",
     "ConfigReads",
     "Views",
     "config_hash",
@@ -172,6 +173,11 @@ class Combine(str, Enum):
     CONCAT = "concat"
 
 
+class TrainMode(str, Enum):
+    END_TO_END = "end_to_end"  # one optimiser over the whole net
+    DECOUPLED = "decoupled"  # sparse-modular: each module on its own local loss, then a combine stage
+
+
 class Scaling(str, Enum):
     PO2 = "po2"  # power-of-two scales: requantization is a shift (bit-exact vs Brevitas)
     FLOAT = "float"  # float scales: multiplier + shift (golden == RTL, deviation reported)
@@ -290,6 +296,10 @@ class TrainConfig(_Section):
     activity_penalty: float = spec(0.0, ge=0, le=1e3)
     ops_penalty: float = spec(0.0, ge=0, le=1e3)
     threads: int = spec(2, ge=1, le=256)
+    # Decoupled module training (sparse-modular models; other kinds train end to end).
+    mode: TrainMode = TrainMode.END_TO_END
+    workers: int = spec(1, ge=1, le=256)  # local worker processes the modules are spread over
+    combine_epochs: int = spec(20, ge=1, le=10_000)  # the combine stage: readout on the frozen modules
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ loss on ties; the test split is never looked at until the end), makes the weight
 writes atomically ``config.yaml``, ``checkpoint.pt``, ``train.json`` and
 ``curves.png``. The same config and seed give the same metrics: all draws are
 seeded, deterministic algorithms are enforced and the thread count is fixed
-(the process-wide torch settings are restored afterwards).
+(the process-wide torch settings are restored afterwards). With
+``train.mode: decoupled`` a sparse-modular net trains module by module instead,
+spread over ``train.workers`` processes (`apical.sw.train_modular`).
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from torch.nn import functional as F
 
 from apical.sw.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from apical.sw.checkpoint import CHECKPOINT, save_checkpoint
-from apical.sw.config import Config, config_hash, config_to_dict
+from apical.sw.config import Config, TrainMode, config_hash, config_to_dict
 from apical.sw.data import Dataset, Split, empty_context, load_dataset
 from apical.sw.export import brevitas_trace, export_ir
 from apical.sw.models import ApicalNet, ModelDims, build_model
+from apical.sw.train_modular import train_decoupled, uses_decoupled
 
 __all__ = ["accuracy", "train", "train_model"]
 
@@ -208,7 +211,7 @@ def _metrics(cfg: Config, model: ApicalNet, ds: Dataset) -> dict[str, Any]:
     out["connection_sparsity"] = conn
     out["connection_sparsity_total"] = 1.0 - ir.synapses / dense_total if dense_total else 1.0
     out["synapses"] = ir.synapses
-    out["params"] = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+    out["params"] = model.live_parameters()
     return out
 
 
@@ -241,7 +244,11 @@ def train(cfg: Config, run_dir: Path, progress: bool = True) -> dict[str, Any]:
     t0 = time.perf_counter()
     with _torch_settings(cfg.train.threads):
         ds = load_dataset(cfg)
-        model, facts, curves = train_model(cfg, ds, progress)
+        if uses_decoupled(cfg):  # sparse-modular modules on local losses, spread over workers
+            model, facts, curves = train_decoupled(cfg, ds, progress)
+        else:
+            model, facts, curves = train_model(cfg, ds, progress)
+            facts = {"mode": TrainMode.END_TO_END.value, "workers": 1, **facts}
         metrics = _metrics(cfg, model, ds)
     summary: dict[str, Any] = {
         "name": cfg.name,

@@ -84,6 +84,10 @@ class ApicalNet(nn.Module):
         """Extra logits trained with their own loss (sparse-modular local losses); none by default."""
         return []
 
+    def live_parameters(self) -> int:
+        """Trainable parameters that can be non-zero (models with fixed masks leave theirs out)."""
+        return int(sum(p.numel() for p in self.parameters() if p.requires_grad))
+
     def constrain_(self) -> None:
         """Re-impose structural constraints (connection masks) after an optimizer step."""
 

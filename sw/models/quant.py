@@ -12,6 +12,7 @@ needs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from brevitas.nn import QuantIdentity, QuantLinear, QuantReLU
@@ -79,13 +80,15 @@ class QuantSpec:
         return _IntPo2 if self.po2 else _IntFloat
 
 
-def make_linear(spec: QuantSpec, in_features: int, out_features: int, bits: int) -> QuantLinear:
+def make_linear(spec: QuantSpec, in_features: int, out_features: int, bits: int,
+                cls: type[QuantLinear] = QuantLinear, **extra: Any) -> QuantLinear:
     """A quantized linear layer: narrow signed weights of ``bits``, 32-bit bias at accumulator scale.
 
     Narrow range (±(2^(b-1)-1)) keeps every weight inside the IR's signed range
-    and the weight quantizer symmetric.
+    and the weight quantizer symmetric. ``cls`` (a `QuantLinear` subclass) and
+    ``extra`` arguments select a variant such as the sparse granule layer.
     """
-    return QuantLinear(
+    return cls(
         in_features,
         out_features,
         bias=True,
@@ -93,6 +96,7 @@ def make_linear(spec: QuantSpec, in_features: int, out_features: int, bits: int)
         weight_bit_width=bits,
         bias_quant=Int32Bias,
         return_quant_tensor=False,
+        **extra,
     )
 
 
