@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="run directory")
     sp.add_argument("--overwrite", action="store_true", help="replace an existing IR")
     _old_force(sp)
-    sp.add_argument("--inputs", help=".npz of integer inputs, one array [N, size] per IR input name")
+    sp.add_argument("--inputs", help=".npz (one array [N, size] per IR input name) or .npy: integer codes, "
+                    "or float data quantised with the model's input quantizer (docs/qonnx.md)")
     sp.set_defaults(fn=cmd_import)
 
     sp = sub.add_parser("steps", help="list the steps of the flow")
