@@ -35,7 +35,6 @@ from apical.sw.ir import IR
 from apical.sw.qonnx_io import quantize_input
 
 
-
 class Int8WeightPerChannelFixedPoint(Int8WeightPerTensorFixedPoint):
     """Per-channel power-of-two weight scales (the name the issue uses; brevitas 0.13 ships no such class)."""
 
@@ -85,7 +84,7 @@ MLPS = {
 }
 
 
-def calibrate_and_export(model: nn.Module, example: torch.Tensor, draw, path: Path) -> nn.Module:  # noqa: ANN001
+def calibrate_and_export(model: nn.Module, example: torch.Tensor, draw, path: Path) -> nn.Module:
     """A few calibration batches in training mode (BatchNorm statistics, activation scales), then export."""
     model.train()
     with torch.no_grad():
@@ -137,7 +136,7 @@ def measure(path: Path, ir: IR, x: np.ndarray) -> dict:
         "mismatches": int(np.sum(out != np.round(ref_codes))),
         "max_lsb": float(lsb.max()),
         "argmax_agree": int(np.sum(gold.classes == np.argmax(ref, axis=1))),
-        "distinct_outputs": int(len(np.unique(out))),
+        "distinct_outputs": len(np.unique(out)),
         "requant": list(ir.meta["requant"]),
         "codes": codes,
     }
