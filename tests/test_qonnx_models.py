@@ -10,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 from onnx import helper
@@ -99,3 +100,20 @@ def test_every_unsupported_node_named_at_once(tmp_path: Path) -> None:
     assert len(lines) == 4  # a header, then one line per problem
     for op, name in (("Sigmoid", "my_sigmoid"), ("Tanh", "my_tanh"), ("Softmax", "my_softmax")):
         assert sum(f"{op} node '{name}'" in ln for ln in lines[1:]) == 1, msg
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "samples"), [("per_channel", 4), ("batchnorm", 4), ("tfc_1w1a", 2), ("tfc_2w2a", 2)])
+def test_imported_rtl_bit_exact(tmp_path: Path, name: str, samples: int) -> None:
+    """Float inputs -> input quantizer -> RTL on Icarus equals golden (per-neuron memory, thresholds, narrow)."""
+    from apical.flows.cli import main
+
+    path = tmp_path / f"{name}.onnx"
+    (zoo.build_tfc if name.startswith("tfc") else zoo.build_mlp)(name, path)
+    x = zoo.draw_inputs(name, samples)
+    np.save(tmp_path / "x.npy", x)
+    run = tmp_path / "run"
+    assert main(["import", str(path), "--out", str(run), "--inputs", str(tmp_path / "x.npy")]) == 0
+    assert main(["sim", str(run), "--samples", str(samples), "--pes", "4"]) == 0  # exits 1 on any disagreement
+    sim = json.loads((run / "sim.json").read_text())
+    assert sim["bit_exact"] is True and sim["counters_match"] is True and sim["samples"] == samples
