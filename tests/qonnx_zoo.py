@@ -121,8 +121,9 @@ def qonnx_execute(path: Path, x: np.ndarray) -> np.ndarray:
     return np.concatenate([execute_onnx(model, {iname: x[k : k + 1]})[oname] for k in range(len(x))])
 
 
-def measure(path: Path, ir: IR, x: np.ndarray) -> dict:
-    """Golden (on the input quantizer's codes) against QONNX's executor (on the floats)."""
+def measure(path: Path, ir: IR, x: np.ndarray, model: nn.Module | None = None) -> dict:
+    """Golden (on the input quantizer's codes) against QONNX's executor (on the floats), and
+    against Brevitas' own eval forward when ``model`` is given."""
     codes = quantize_input(ir, x.reshape(len(x), -1))
     gold = run_golden(ir, {"x": codes})
     out = gold.outputs["out"]
@@ -139,4 +140,16 @@ def measure(path: Path, ir: IR, x: np.ndarray) -> dict:
         "distinct_outputs": len(np.unique(out)),
         "requant": list(ir.meta["requant"]),
         "codes": codes,
+    } | ({} if model is None else _against_brevitas(model, x, out, gold.classes, scale, offset))
+
+
+def _against_brevitas(model: nn.Module, x: np.ndarray, out: np.ndarray, classes: np.ndarray, scale: float,
+                      offset: float) -> dict:
+    with torch.no_grad():
+        ref = model.eval()(torch.from_numpy(x)).numpy().reshape(out.shape).astype(np.float64)
+    codes = (ref - offset) / scale
+    return {
+        "brevitas_mismatches": int(np.sum(out != np.round(codes))),
+        "brevitas_max_lsb": float(np.abs(out - codes).max()),
+        "brevitas_argmax_agree": int(np.sum(classes == np.argmax(ref, axis=1))),
     }

@@ -35,14 +35,16 @@ EXPECTED_REQUANT = {
 @pytest.mark.parametrize("name", [*zoo.TFC_CONFIGS, *zoo.MLPS])
 def test_golden_matches_qonnx_executor(tmp_path: Path, name: str) -> None:
     path = tmp_path / f"{name}.onnx"
-    (zoo.build_tfc if name.startswith("tfc") else zoo.build_mlp)(name, path)
+    model = (zoo.build_tfc if name.startswith("tfc") else zoo.build_mlp)(name, path)
     ir = import_qonnx(path)
-    fig = zoo.measure(path, ir, zoo.draw_inputs(name, 64))
+    fig = zoo.measure(path, ir, zoo.draw_inputs(name, 64), model)
     print(name, json.dumps({k: v for k, v in fig.items() if k != "codes"}))
     assert fig["requant"] == EXPECTED_REQUANT[name]
     assert fig["mismatches"] == 0, fig
     assert fig["max_lsb"] < 1e-3, fig  # what is left is the executor's float32 rounding
     assert fig["argmax_agree"] == 64
+    # and Brevitas' own eval forward on the same floats (float scales: measured, here no value off)
+    assert fig["brevitas_mismatches"] == 0 and fig["brevitas_argmax_agree"] == 64, fig
     assert fig["distinct_outputs"] > 8, "outputs degenerate: the comparison would prove little"
     if name.startswith("tfc"):
         assert ir.inputs[0].size == 784 and [la.size for la in ir.layers] == [64, 64, 64, 10]
@@ -53,6 +55,21 @@ def test_golden_matches_qonnx_executor(tmp_path: Path, name: str) -> None:
         else:
             assert all(la.out_bits == 1 and not la.out_signed for la in ir.layers[:3])
         assert all(la.sites["main"].weight_bits == 2 for la in ir.layers)  # +-1 (and 0 for 2w narrow) codes
+
+
+def test_dynamo_export_imports(tmp_path: Path) -> None:
+    """The dynamo exporter writes Gemm-free MatMul graphs with other node names: same result."""
+    import torch
+    from brevitas.export import export_qonnx
+
+    torch.manual_seed(0)
+    model = zoo.FloatMLP(**zoo.MLPS["batchnorm"])
+    zoo.calibrate_and_export(model, torch.randn(1, 12), lambda n: torch.randn(n, 12) * 2, tmp_path / "ts.onnx")
+    export_qonnx(model, torch.randn(1, 12), str(tmp_path / "dyn.onnx"), dynamo=True)
+    ir = import_qonnx(tmp_path / "dyn.onnx")
+    fig = zoo.measure(tmp_path / "dyn.onnx", ir, zoo.draw_inputs("batchnorm", 32))
+    assert fig["mismatches"] == 0 and fig["argmax_agree"] == 32
+    assert fig["requant"] == EXPECTED_REQUANT["batchnorm"]
 
 
 def test_float_multiplier_width_fits_dsp(tmp_path: Path) -> None:
