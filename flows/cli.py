@@ -223,6 +223,10 @@ def _import_locked(args: argparse.Namespace, src: Path, run_dir: Path) -> int:
         f"imported {src} -> {run_dir / 'ir'} ({len(summary.get('layers', []))} layers); "
         f"test vectors: {vec['test_vectors']}, {vec['samples']} samples"
     )
+    kinds = ", ".join(f"{la['name']}: {la['requant']}" for la in summary.get("layers", []))
+    _console().print(f"requantisation ({'exact' if summary.get('exact') else 'measured'}): {kinds}")
+    for note in summary.get("notes", []):
+        _console().print(f"note: {note}")
     return 0
 
 
