@@ -225,8 +225,6 @@ class _Importer:
     def layer(self, node: Any, act: _Act, index: int, out_name: str) -> tuple[Layer, str, _Act, str]:
         """One MatMul [Add | Mul]* [Relu] (Quant | BipolarQuant | graph output) chain."""
         where = nid(node)
-        if node.input[0] == node.input[1]:
-            raise ApicalError(f"QONNX {where}: activation must be the first operand")
         w, s_w, wq_bits = _weights(self.m, node)
         if w.shape[0] != act.spec.size:
             raise ApicalError(f"QONNX {where}: weight shape {w.shape} does not match input size {act.spec.size}")
