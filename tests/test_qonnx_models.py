@@ -134,3 +134,23 @@ def test_imported_rtl_bit_exact(tmp_path: Path, name: str, samples: int) -> None
     assert main(["sim", str(run), "--samples", str(samples), "--pes", "4"]) == 0  # exits 1 on any disagreement
     sim = json.loads((run / "sim.json").read_text())
     assert sim["bit_exact"] is True and sim["counters_match"] is True and sim["samples"] == samples
+
+
+def test_finn_cnv_refused_with_every_conv_and_pool(tmp_path: Path) -> None:
+    """FINN's CNV (convolutions) is refused once, each Conv and MaxPool on its own line."""
+    import configparser
+
+    import brevitas_examples.bnn_pynq as bnn
+    import torch
+    from brevitas.export import export_qonnx
+    from brevitas_examples.bnn_pynq.models.CNV import cnv
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(bnn.__file__).parent / "cfg" / "cnv_1w1a.ini")
+    torch.manual_seed(0)
+    export_qonnx(cnv(cfg).eval(), torch.rand(1, 3, 32, 32), str(tmp_path / "cnv.onnx"), dynamo=False)
+    with pytest.raises(ApicalError) as e:
+        import_qonnx(tmp_path / "cnv.onnx")
+    lines = str(e.value).splitlines()
+    assert "8 problems" in lines[0] and len(lines) == 9
+    assert sum("Conv node" in ln for ln in lines) == 6 and sum("MaxPool node" in ln for ln in lines) == 2
