@@ -97,6 +97,8 @@ def _hw_overrides(cfg: Config, args: argparse.Namespace) -> Config:
         pes=getattr(args, "pes", None),
         simulator=getattr(args, "simulator", None),
         sim_samples=getattr(args, "samples", None),
+        # A waveform comes from the cocotb path only: --waves picks it unless --path says otherwise.
+        sim_path=getattr(args, "path", None) or ("cocotb" if getattr(args, "waves", False) else None),
         waves=True if getattr(args, "waves", False) else None,
         part=getattr(args, "part", None),
         board=getattr(args, "board", None),
@@ -230,6 +232,27 @@ def _import_locked(args: argparse.Namespace, src: Path, run_dir: Path) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from apical.flows.compare import compare, load_variant
+
+    cfg = load_config(args.config)
+    extra = [load_variant(cfg, v) for v in args.variant or ()]
+    console = _console()
+    res = compare(cfg, args.seeds, Path(args.out), extra, progress=lambda m: console.print(f"[cyan]train[/] {m}"),
+                  threads=args.threads)
+    for v in res["variants"]:
+        console.print(
+            f"{v['name']:28s} {v['kind']:10s} acc {v['test_acc_mean']:.4f} (min {v['test_acc_min']:.4f})  "
+            f"syn ops {v['syn_ops_mean']:8.1f}  energy {v['energy_uJ_mean']:.4g} uJ"
+        )
+    h = res["headline"]
+    if h:
+        console.print(f"headline: {h['two_point']} vs {h['baseline']}: syn ops x{h['syn_ops_ratio']:.3f}, "
+                      f"accuracy {h['acc_delta']:+.4f}")
+    console.print(f"wrote {Path(args.out) / 'compare.json'} and compare.png")
+    return 0
+
+
 def cmd_steps(args: argparse.Namespace) -> int:
     from apical.flows.steps import STEPS
 
@@ -277,10 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_dir_cmd("verify", "Brevitas vs golden integer model, whole test set")
     sp = run_dir_cmd("rtl", "generate Verilog for the PE array")
     sp.add_argument("--pes", type=int, help="processing elements P")
-    sp = run_dir_cmd("sim", "cocotb simulation of the RTL vs the golden model")
+    sp = run_dir_cmd("sim", "simulate the RTL on the test split and compare with the golden model")
     sp.add_argument("--simulator", choices=["icarus", "verilator"])
-    sp.add_argument("--samples", type=int, help="test samples to simulate")
-    sp.add_argument("--waves", action="store_true", help="write a waveform under RUN_DIR/sim/")
+    sp.add_argument("--samples", type=int, help="test samples to simulate (0: all; default: all)")
+    sp.add_argument("--path", choices=["fast", "cocotb"],
+                    help="fast: HDL harness, no Python per cycle (default); cocotb: Python testbench")
+    sp.add_argument("--waves", action="store_true", help="write a waveform under RUN_DIR/sim/ (cocotb path)")
     sp.add_argument("--pes", type=int, help="processing elements P (regenerates the RTL)")
     sp = run_dir_cmd("energy", "energy estimate from counted events")
     sp.add_argument("--table", help="energy table: shipped name or YAML file")
@@ -302,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     _old_force(sp)
     sp.add_argument("--pes", type=int, help="processing elements P")
     sp.add_argument("--simulator", choices=["icarus", "verilator"])
-    sp.add_argument("--samples", type=int, help="test samples to simulate")
+    sp.add_argument("--samples", type=int, help="test samples to simulate (0: all)")
+    sp.add_argument("--path", choices=["fast", "cocotb"], help="simulation path (default: fast)")
     sp.add_argument("--allow-timing-failure", action="store_true",
                     help="bitstream step: keep a build that misses the board clock (recorded as failed timing)")
     sp.set_defaults(fn=cmd_run)
@@ -315,6 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--inputs", help=".npz (one array [N, size] per IR input name) or .npy: integer codes, "
                     "or float data quantised with the model's input quantizer (docs/qonnx.md)")
     sp.set_defaults(fn=cmd_import)
+
+    sp = sub.add_parser("compare", help="train every variant and its point baselines on N seeds; compare.json")
+    sp.add_argument("config", help="YAML config")
+    sp.add_argument("--seeds", type=int, default=5, help="seeds per variant (default 5)")
+    sp.add_argument("--out", required=True, help="output directory")
+    sp.add_argument("--variant", action="append", metavar="YAML",
+                    help="extra setting: a YAML of config overrides (repeatable)")
+    sp.add_argument("--threads", type=int, default=1, help="torch threads per training run (default 1)")
+    sp.set_defaults(fn=cmd_compare)
 
     sp = sub.add_parser("steps", help="list the steps of the flow")
     sp.set_defaults(fn=cmd_steps)

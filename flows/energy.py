@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from apical.flows.baselines import HEADLINE_ORDER, SUBDIRS
 from apical.flows.clocking import clock_basis
 from apical.flows.metrics import neurobench_metrics
 from apical.hw.schedule import Schedule, compile_schedule
@@ -585,12 +586,42 @@ def _evaluate(
     return ir, golden, e, inputs, sched
 
 
+def _baseline_entry(
+    base_dir: Path, run_dir: Path, this: dict[str, Any], tab: EnergyTable, pes: int, clock: float
+) -> dict[str, Any]:
+    """Golden counts and energy of one baseline run, and this run's ratios against it."""
+    vec = base_dir / "test_vectors.npz"
+    if not vec.is_file():
+        vec = run_dir / "test_vectors.npz"  # same task, same test set
+    bir, bgold, be, binputs, bsched = _evaluate(base_dir / "ir", vec, tab, pes, clock)
+    bsum = be.summary()
+    bi, bs = bsum["per_inference_pJ"]["mean"], bsum["per_synapse_pJ"]
+    bo = bsum["syn_ops_per_inference"]["mean"]
+    ps = this["per_synapse_pJ"]
+    return {
+        "available": True,
+        "dir": base_dir.name,
+        "synapses": bir.synapses,
+        **{k: bsum[k] for k in ("samples", "per_synapse_pJ", "per_inference_pJ", "per_inference_uJ",
+                                 "dynamic_pJ", "static_pJ", "per_component_pJ", "per_layer_pJ",
+                                 "syn_ops_per_inference")},
+        "metrics": neurobench_metrics(bir, bgold, bsched, inputs=binputs),
+        "ratios": {
+            "per_inference": this["per_inference_pJ"]["mean"] / bi if bi else None,
+            "per_synapse": ps / bs if ps is not None and bs else None,
+            "syn_ops_per_inference": this["syn_ops_per_inference"]["mean"] / bo if bo else None,
+        },
+    }
+
+
 def energy_run(cfg: Config, run_dir: Path, table: str | None = None) -> dict[str, Any]:
     """The ``energy`` step: golden counts of the whole test set -> ``energy.json``.
 
     Also checks the simulated samples (``sim.json``: RTL counters vs golden
-    counts, same formula) and compares with the point-neuron baseline in
-    ``baseline/`` when present. Returns what it wrote.
+    counts, same formula) and compares with the point-neuron baselines in
+    ``baseline/`` (driving view) and ``baseline_both/`` (both views) when present:
+    ``baselines`` holds each with this run's ratios against it; ``baseline`` and
+    ``ratios`` are the headline one (both views when present). Returns what it wrote.
     """
     run_dir = Path(run_dir)
     tab = load_energy_table(table or cfg.energy.table)
@@ -626,30 +657,19 @@ def energy_run(cfg: Config, run_dir: Path, table: str | None = None) -> dict[str
         rtl = {"available": False, "reason": "sim.json not found (run `apical sim`)"}
     out["rtl"] = rtl
     out["rtl_matches_golden"] = rtl.get("rtl_matches_golden")
-    base_dir = run_dir / "baseline"
-    if (base_dir / "ir").is_dir():
-        vec = base_dir / "test_vectors.npz"
-        if not vec.is_file():
-            vec = run_dir / "test_vectors.npz"  # same task, same test set
-        bir, bgold, be, binputs, bsched = _evaluate(base_dir / "ir", vec, tab, pes, clock)
-        bsum = be.summary()
-        out["baseline"] = {
-            "available": True,
-            "synapses": bir.synapses,
-            **{k: bsum[k] for k in ("samples", "per_synapse_pJ", "per_inference_pJ", "per_inference_uJ",
-                                     "dynamic_pJ", "static_pJ", "per_component_pJ", "per_layer_pJ",
-                                     "syn_ops_per_inference")},
-            "metrics": neurobench_metrics(bir, bgold, bsched, inputs=binputs),
-        }
-        bi, bs = bsum["per_inference_pJ"]["mean"], bsum["per_synapse_pJ"]
-        ps = out["per_synapse_pJ"]
-        out["ratios"] = {
-            "per_inference": out["per_inference_pJ"]["mean"] / bi if bi else None,
-            "per_synapse": ps / bs if ps is not None and bs else None,
-            "syn_ops_per_inference": out["syn_ops_per_inference"]["mean"] / bsum["syn_ops_per_inference"]["mean"]
-            if bsum["syn_ops_per_inference"]["mean"]
-            else None,
-        }
+    # Like-for-like point baselines (driving view; both views): ratios against each, the
+    # headline against the first of HEADLINE_ORDER present.
+    found = {}
+    for name in HEADLINE_ORDER[::-1]:
+        base_dir = run_dir / SUBDIRS[name]
+        if (base_dir / "ir").is_dir():
+            found[name] = _baseline_entry(base_dir, run_dir, out, tab, pes, clock)
+    out["baselines"] = {n: found[n] for n in HEADLINE_ORDER if n in found}
+    headline = next((n for n in HEADLINE_ORDER if n in found), None)
+    out["headline_baseline"] = headline
+    if headline is not None:
+        out["baseline"] = {"name": headline, **found[headline]}
+        out["ratios"] = found[headline]["ratios"]
     else:
         out["baseline"] = {"available": False, "reason": "baseline/ir not found"}
         out["ratios"] = None

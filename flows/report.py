@@ -1,8 +1,8 @@
 """The run report: every step's JSON summary in one self-contained HTML page and one Markdown file.
 
 Contract: `write_report(run_dir)` reads whichever summaries are present
-(train, export, verify, rtl, sim, energy, synth, bitstream, baseline/train,
-flow) and writes ``report.html`` (plots embedded as base64 PNG, no external
+(train, export, verify, rtl, sim, energy, synth, bitstream, baseline/train and
+baseline_both/train (the point baselines on the driving view and on both views), flow) and writes ``report.html`` (plots embedded as base64 PNG, no external
 assets or links) and ``report.md`` atomically. A missing artefact is shown as
 "not run"; a malformed one raises `ApicalError` naming the file. Only figures
 found in the summaries are shown: the report computes nothing that a step
@@ -33,6 +33,7 @@ SUMMARIES: tuple[str, ...] = (
     "flow.json",
     "train.json",
     "baseline/train.json",
+    "baseline_both/train.json",
     "export.json",
     "verify.json",
     "rtl.json",
@@ -205,24 +206,37 @@ def _plot_activity(energy: dict[str, Any]) -> str | None:
     return _png(fig)
 
 
-def _plot_baseline(energy: dict[str, Any]) -> str | None:
+def _baselines(energy: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The baselines of an energy summary by name (older summaries: the one ``baseline``)."""
+    many = energy.get("baselines")
+    if isinstance(many, dict) and many:
+        return {str(k): v for k, v in many.items() if isinstance(v, dict) and v.get("available")}
     base = energy.get("baseline")
-    if not isinstance(base, dict) or not base.get("available"):
+    return {"driving": base} if isinstance(base, dict) and base.get("available") else {}
+
+
+def _plot_baseline(energy: dict[str, Any]) -> str | None:
+    bases = _baselines(energy)
+    if not bases:
         return None
-    rows = [
-        ("pJ / inference", _first(energy, "per_inference_pJ.mean"), _first(base, "per_inference_pJ.mean")),
-        ("pJ / synapse", energy.get("per_synapse_pJ"), base.get("per_synapse_pJ")),
-        ("syn ops / inference", _first(energy, "syn_ops_per_inference.mean"), _first(base, "syn_ops_per_inference.mean")),
-    ]
-    rows = [r for r in rows if _num(r[1]) is not None and _num(r[2]) is not None]
+    keys = (("pJ / inference", "per_inference_pJ.mean"), ("pJ / synapse", "per_synapse_pJ"),
+            ("syn ops / inference", "syn_ops_per_inference.mean"))
+    rows = []
+    for label, key in keys:
+        vals = [_num(_first(energy, key))] + [_num(_first(b, key)) for b in bases.values()]
+        if all(v is not None for v in vals):
+            rows.append((label, vals))
     if not rows:
         return None
-    fig, axes = _figure(3.0 * len(rows), 3.0, ncols=len(rows))
+    names = ["this net", *(f"point, {n} view{'s' if n == 'both' else ''}" for n in bases)]
+    colors = ["tab:blue", *("tab:gray", "tab:olive")[: len(bases)]]
+    fig, axes = _figure(3.5 * len(rows), 3.2, ncols=len(rows))
     axes = np.atleast_1d(axes)
-    for ax, (label, a, b) in zip(axes, rows, strict=True):
-        ax.bar(["this net", "baseline"], [float(a), float(b)], color=["tab:blue", "tab:gray"])
+    for ax, (label, vals) in zip(axes, rows, strict=True):
+        ax.bar(names, vals, color=colors)
         ax.set_title(label)
-    fig.suptitle("This network vs the point-neuron baseline", y=1.04)
+        ax.tick_params(axis="x", labelrotation=20)
+    fig.suptitle("This network vs the point-neuron baselines", y=1.04)
     return _png(fig)
 
 
@@ -245,7 +259,8 @@ class _Section:
             self.rows.append((label, fmt(value)))
 
 
-def _accuracy(cfg: dict[str, Any], train: dict[str, Any] | None, base: dict[str, Any] | None) -> _Section:
+def _accuracy(cfg: dict[str, Any], train: dict[str, Any] | None, base: dict[str, Any] | None,
+              base_both: dict[str, Any] | None = None) -> _Section:
     s = _Section("Accuracy", train is not None)
     if train is None:
         return s
@@ -256,8 +271,12 @@ def _accuracy(cfg: dict[str, Any], train: dict[str, Any] | None, base: dict[str,
     s.row("epochs", _first(train, "epochs_run", "epochs"))
     s.row("model", _first(train, "model_kind", "model") or _first(cfg, "model.kind"))
     if base is not None:
-        s.row("baseline (point neuron) test accuracy", _first(base, "test_acc", "test_accuracy", "acc"), _pct)
-    else:
+        s.row("baseline (point neuron, driving view) test accuracy",
+              _first(base, "test_acc", "test_accuracy", "acc"), _pct)
+    if base_both is not None:
+        s.row("baseline (point neuron, both views) test accuracy",
+              _first(base_both, "test_acc", "test_accuracy", "acc"), _pct)
+    if base is None and base_both is None:
         s.notes.append("baseline: not run")
     s.details = _scalars(train)
     return s
@@ -296,6 +315,7 @@ def _exactness(verify: dict[str, Any] | None, sim: dict[str, Any] | None, energy
         s.row("RTL == golden", _first(sim, "bit_exact", "exact", "match", "passed", "ok"))
         s.row("RTL vs golden mismatches", _first(sim, "mismatches.count", "mismatches_total", "total_mismatches", "mismatches"))
         s.row("simulator", _first(sim, "simulator"))
+        s.row("simulation path", _first(sim, "path"))
         s.row("simulated samples", len(sim["sample_indices"]) if isinstance(sim.get("sample_indices"), list) else None)
         s.details += [(f"sim.{k}", v) for k, v in _scalars(sim)]
     if energy is not None and energy.get("rtl_matches_golden") is not None:
@@ -415,11 +435,17 @@ def _energy(energy: dict[str, Any] | None) -> _Section:
     s.row("activation sparsity", m.get("activation_sparsity"), _pct)
     s.row("dense synaptic ops per inference", m.get("dense_syn_ops_per_inference"))
     s.row("effective synaptic ops per inference", m.get("effective_syn_ops_per_inference"))
-    ratios = energy.get("ratios")
-    if isinstance(ratios, dict):
-        s.row("ratio to baseline, per inference", ratios.get("per_inference"))
-        s.row("ratio to baseline, per synapse", ratios.get("per_synapse"))
-    else:
+    bases = _baselines(energy)
+    headline = energy.get("headline_baseline")
+    for name, b in bases.items():
+        r = b.get("ratios") if isinstance(b.get("ratios"), dict) else energy.get("ratios")
+        if not isinstance(r, dict):
+            continue
+        tag = f"point, {name} view{'s' if name == 'both' else ''}" + (" (headline)" if name == headline else "")
+        s.row(f"ratio to baseline ({tag}), syn ops per inference", r.get("syn_ops_per_inference"))
+        s.row(f"ratio to baseline ({tag}), per inference", r.get("per_inference"))
+        s.row(f"ratio to baseline ({tag}), per synapse", r.get("per_synapse"))
+    if not bases:
         s.notes.append("baseline comparison: not run")
     for caption, fn in (
         ("Energy by component", _plot_components),
@@ -518,7 +544,7 @@ def write_report(run_dir: Path) -> dict[str, Any]:
     cfg = _config(run_dir)
     energy = data["energy.json"]
     sections = [
-        _accuracy(cfg, data["train.json"], data["baseline/train.json"]),
+        _accuracy(cfg, data["train.json"], data["baseline/train.json"], data["baseline_both/train.json"]),
         _export(data["export.json"]),
         _exactness(data["verify.json"], data["sim.json"], energy),
         _hardware(cfg, data["rtl.json"], data["sim.json"], energy, data["bitstream.json"]),

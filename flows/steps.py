@@ -13,45 +13,37 @@ the flow can skip a step whose inputs did not change.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apical.flows.baselines import baselines
 from apical.flows.extras import require_extra
 from apical.flows.report import SUMMARIES
-from apical.sw.config import Config, ModelKind
+from apical.sw.config import Config
 from apical.sw.errors import ApicalError
 
 __all__ = ["STEPS", "Step", "baseline_config", "step_by_name"]
 
-BASELINE_DIR = "baseline"
-
 
 def baseline_config(cfg: Config) -> Config:
-    """The point-neuron baseline of a config: same data, task, bits and training.
-
-    Only ``model.kind`` changes: a point model has no baseline of its own
-    (`_with_baseline`), and leaving the other sections as they are keeps a
-    baseline from reading fields it does not use (the flow records reads).
-    """
-    model = dataclasses.replace(cfg.model, kind=ModelKind.POINT)
-    return dataclasses.replace(cfg, name=f"{cfg.name}-baseline", model=model)
+    """The driving-view point baseline of a config: same data, task, bits and training."""
+    return baselines(cfg, force=True)[0].cfg
 
 
 def _with_baseline(
     fn: Callable[[Config, Path], dict[str, Any]], cfg: Config, run_dir: Path, needs: str | None = None
 ) -> dict[str, Any]:
-    """Run ``fn`` on the run and, when the config asks for a point baseline (and the
-    baseline's ``needs`` file exists), on ``run_dir/baseline`` too, nesting its summary."""
+    """Run ``fn`` on the run and on each of its point baselines (`apical.flows.baselines`)
+    whose ``needs`` file exists, nesting each summary under the baseline's sub-directory name."""
     summary = fn(cfg, run_dir)
-    base_dir = run_dir / BASELINE_DIR
-    if not (cfg.energy.baseline and cfg.model.kind is not ModelKind.POINT):
-        return summary
-    if needs is not None and not (base_dir / needs).exists():
-        return summary
-    return {**summary, "baseline": fn(baseline_config(cfg), base_dir)}
+    for b in baselines(cfg):
+        base_dir = run_dir / b.subdir
+        if needs is not None and not (base_dir / needs).exists():
+            continue
+        summary = {**summary, b.subdir: fn(b.cfg, base_dir)}
+    return summary
 
 
 def _require(run_dir: Path, *names: str, hint: str) -> None:
@@ -83,6 +75,14 @@ def step_verify(cfg: Config, run_dir: Path) -> dict[str, Any]:
     return _with_baseline(verify_run, cfg, run_dir, needs="ir/model.yaml")
 
 
+def _refuse_gated(ir: Any, run_dir: Path) -> None:
+    if ir.gated:
+        raise ApicalError(
+            f"{run_dir / 'ir' / 'model.yaml'}: context gating (hardware.context_gating) is not implemented "
+            "in the RTL yet; export without it for `apical rtl`/`sim`"
+        )
+
+
 def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
     from apical.hw.generate import generate_rtl
     from apical.sw.atomic import atomic_write_json
@@ -90,6 +90,7 @@ def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
     _require(run_dir, "ir/model.yaml", hint="export")
     ir = load_ir(run_dir / "ir")
+    _refuse_gated(ir, run_dir)
     summary = generate_rtl(
         ir, cfg.hardware.pes, run_dir / "rtl", max_weight_depth=cfg.hardware.max_weight_depth
     )
@@ -100,14 +101,17 @@ def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
 def step_sim(cfg: Config, run_dir: Path) -> dict[str, Any]:
     require_extra("sim", "apical sim")
     from apical.sim.runner import sim_run
+    from apical.sw.ir import load_ir
 
     _require(run_dir, "ir/model.yaml", "test_vectors.npz", hint="export")
+    _refuse_gated(load_ir(run_dir / "ir"), run_dir)
     return sim_run(
         cfg,
         run_dir,
         simulator=cfg.hardware.simulator,
         samples=cfg.hardware.sim_samples,
         waves=cfg.hardware.waves,
+        path=cfg.hardware.sim_path,
     )
 
 
@@ -170,19 +174,19 @@ STEPS: tuple[Step, ...] = (
         step_train,
         (),
         ("train.json", "checkpoint.pt", "config.yaml", "curves.png"),
-        "train the Brevitas model (and its point baseline) with quantization-aware training",
+        "train the Brevitas model (and its point baselines) with quantization-aware training",
     ),
     Step(
         "export",
         step_export,
-        ("checkpoint.pt", "baseline/checkpoint.pt"),
+        ("checkpoint.pt", "baseline/checkpoint.pt", "baseline_both/checkpoint.pt"),
         ("export.json", "ir/model.yaml", "ir/weights.npz", "test_vectors.npz"),
         "export the integer model (IR) and the integer test vectors",
     ),
     Step(
         "verify",
         step_verify,
-        ("checkpoint.pt", "ir", "baseline/ir"),
+        ("checkpoint.pt", "ir", "baseline/ir", "baseline_both/ir"),
         ("verify.json",),
         "check Brevitas == golden integer model on the whole test set",
     ),
@@ -198,12 +202,13 @@ STEPS: tuple[Step, ...] = (
         step_sim,
         (*_BASE, "rtl"),
         ("sim.json",),
-        "simulate the RTL in cocotb and compare with the golden model",
+        "simulate the RTL on the test split (fast harness or cocotb) and compare with the golden model",
     ),
     Step(
         "energy",
         step_energy,
-        (*_BASE, "sim.json", "bitstream.json", "baseline/ir", "baseline/test_vectors.npz"),
+        (*_BASE, "sim.json", "bitstream.json", "baseline/ir", "baseline/test_vectors.npz", "baseline_both/ir",
+         "baseline_both/test_vectors.npz"),
         ("energy.json",),
         "estimate energy from counted events",
     ),

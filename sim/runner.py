@@ -462,9 +462,10 @@ def _stats(a: np.ndarray) -> dict[str, float]:
 
 
 def _load_vectors(path: Path, ir: IR, samples: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The first ``samples`` test vectors and their indices."""
+    """The first ``samples`` test vectors (all of them when ``samples`` is 0) and their indices."""
     all_inputs = load_inputs(ir, path)
-    n = min(samples, next(iter(all_inputs.values())).shape[0])
+    total = next(iter(all_inputs.values())).shape[0]
+    n = min(samples, total) if samples else total
     return {k: v[:n] for k, v in all_inputs.items()}, np.arange(n, dtype=np.int64)
 
 
@@ -482,8 +483,18 @@ def _rtl_pes(run_dir: Path, pes: int) -> None:
         )
 
 
-def sim_run(cfg: Config, run_dir: Path, *, simulator: str, samples: int, waves: bool) -> dict[str, Any]:
-    """The ``sim`` step: RTL vs golden on the first ``samples`` test vectors; writes ``sim.json``."""
+def sim_run(
+    cfg: Config, run_dir: Path, *, simulator: str, samples: int, waves: bool, path: str = "cocotb"
+) -> dict[str, Any]:
+    """The ``sim`` step: RTL vs golden on the first ``samples`` test vectors (0: all); writes ``sim.json``.
+
+    ``path`` ``"fast"`` runs the HDL harness of `apical.sim.fast` (no Python in
+    the cycle loop, no waveform), ``"cocotb"`` the cocotb testbench.
+    """
+    if path not in ("fast", "cocotb"):
+        raise ApicalError(f"sim path: must be fast or cocotb, got {path!r}")
+    if waves and path == "fast":
+        raise ApicalError("waves: the fast path writes no waveform; use the cocotb path")
     run_dir = Path(run_dir)
     pes = cfg.hardware.pes
     ir = load_ir(run_dir / "ir")
@@ -495,20 +506,28 @@ def sim_run(cfg: Config, run_dir: Path, *, simulator: str, samples: int, waves: 
         generate_rtl(ir, pes, rtl_dir, max_weight_depth=cfg.hardware.max_weight_depth)
     _rtl_pes(run_dir, pes)
     golden = run_golden(ir, inputs)
-    res = simulate(
-        ir,
-        inputs,
-        rtl_dir=rtl_dir,
-        pes=pes,
-        simulator=simulator,
-        build_dir=run_dir / "sim" / "build",
-        waves=waves,
-        backpressure=cfg.hardware.backpressure,
-        golden=golden,
-        sample_ids=ids,
-        stop_on_mismatch=False,
-        seed=cfg.seed,
-    )
+    if path == "fast":
+        from apical.sim.fast import simulate_fast  # imports this module
+
+        res = simulate_fast(
+            ir, inputs, rtl_dir=rtl_dir, pes=pes, simulator=simulator, build_dir=run_dir / "sim" / "build",
+            backpressure=cfg.hardware.backpressure, sample_ids=ids, seed=cfg.seed,
+        )
+    else:
+        res = simulate(
+            ir,
+            inputs,
+            rtl_dir=rtl_dir,
+            pes=pes,
+            simulator=simulator,
+            build_dir=run_dir / "sim" / "build",
+            waves=waves,
+            backpressure=cfg.hardware.backpressure,
+            golden=golden,
+            sample_ids=ids,
+            stop_on_mismatch=False,
+            seed=cfg.seed,
+        )
     summary = summarize(ir, golden, res)
     if waves and res.waves is not None:
         dest = run_dir / "sim" / res.waves.name
@@ -593,8 +612,10 @@ def summarize(ir: IR, golden: GoldenResult, res: SimResult) -> dict[str, Any]:
         fault = (f"utilization {util:.3f} > 1 is impossible: {syn_ops} synaptic ops in {cyc_total} cycles "
                  f"on {res.pes} PEs (the RTL's counters are wrong)")
         util = None
+    cpu_s = res.raw.get("cpu_s")
     return {
         "simulator": res.simulator,
+        "path": res.raw.get("path", "cocotb"),
         "pes": res.pes,
         "samples": n,
         "sample_indices": [int(i) for i in res.sample_ids],
@@ -620,5 +641,10 @@ def summarize(ir: IR, golden: GoldenResult, res: SimResult) -> dict[str, Any]:
         "tb_wall_s": res.tb_wall_s,
         "sim_cycles": res.sim_cycles,
         "sim_cycles_per_s": res.sim_cycles / res.tb_wall_s if res.tb_wall_s else 0.0,
+        "sim_wall_per_inference_s": res.tb_wall_s / n if n else None,
+        # The simulator process's own CPU time (fast path): a speed figure that
+        # other load on the machine does not skew.
+        "sim_cpu_s": cpu_s,
+        "sim_cycles_per_cpu_s": res.sim_cycles / cpu_s if cpu_s else None,
         "waves": None,
     }

@@ -29,8 +29,10 @@ from apical.sw.safeio import load_yaml
 from apical.sw.schema import Rule, Schema, SchemaError, build, spec
 
 __all__ = [
+    "BaselineMatch",
     "Combine",
     "Config",
+    "ContextCode",
     "DataConfig",
     "DataSource",
     "EnergyConfig",
@@ -43,6 +45,7 @@ __all__ = [
     "Scaling",
     "TrainConfig",
     "ConfigReads",
+    "Views",
     "config_hash",
     "config_to_dict",
     "config_value",
@@ -140,6 +143,28 @@ class Modulation(str, Enum):
     KAY = "kay"
     COOP = "coop"
     ADDITIVE = "additive"
+    SILENCE = "silence"  # relu(R) * relu(1 + k2 * C): a disagreeing context (C <= -1/k2) silences the unit
+
+
+class Views(str, Enum):
+    """What a point-neuron net sees: the driving view alone, or both views concatenated."""
+
+    DRIVING = "driving"
+    BOTH = "both"  # early fusion: [x, ctx] feeds the first layer
+
+
+class ContextCode(str, Enum):
+    """How the digits task codes its context modality."""
+
+    SPARSE = "sparse"  # zero where the source pixel is blank: context events scale with content
+    OFFSET = "offset"  # 0.5 + 0.5 * sign * pixel: a blank pixel is 0.5 (every input fires)
+
+
+class BaselineMatch(str, Enum):
+    """How a point baseline is sized against the net it is compared with."""
+
+    HIDDEN = "hidden"  # same hidden widths
+    PARAMS = "params"  # hidden widths scaled so the trainable parameter counts match
 
 
 class Combine(str, Enum):
@@ -174,6 +199,7 @@ class DataConfig(_Section):
     noise: float = spec(0.3, ge=0, le=10)
     context_noise: float = spec(0.1, ge=0, le=10)  # std of noise on the context view
     context: bool = True  # produce the second (context) modality
+    context_code: ContextCode = ContextCode.SPARSE  # digits: how the context view is coded
     val_fraction: float = spec(0.15, gt=0, lt=0.5, why="val and test together must leave a training split")
     test_fraction: float = spec(0.2, gt=0, lt=0.5, why="val and test together must leave a training split")
     max_samples: int | None = spec(None, ge=10, le=10_000_000, why="10 fill the splits; 1e7 bounds memory")
@@ -192,7 +218,10 @@ class ModelConfig(_Section):
     k1: float = spec(0.5, ge=0.0, le=1.0)  # kay: fraction of R that passes regardless of context
     k2: float = spec(1.0, ge=-64.0, le=64.0, why="exp(k2*R*C) overflows float32 beyond")  # kay: R*C gain
     context: bool = True  # two-point: feed the context modality to the apical site
+    views: Views = Views.DRIVING  # point: the driving view alone or both views (early fusion)
     lateral: bool = False  # two-point: also feed the layer's previous activity as context
+    # two-point: K context synapses per unit (fixed random mask); None: all
+    context_fan_in: int | None = spec(None, ge=1, le=MAX_WIDTH)
     modules: int = spec(4, ge=1, le=256)  # sparse-modular: number of modules M
     granules: int = spec(128, ge=1, le=MAX_WIDTH)  # sparse-modular: granule units per module
     fan_in: int = spec(4, ge=1)  # sparse-modular: K inputs per granule unit (upper bound in check)
@@ -202,6 +231,8 @@ class ModelConfig(_Section):
     def check(self) -> None:
         if self.fan_in > MAX_WIDTH:
             raise SchemaError("fan_in", f"must be <= {MAX_WIDTH} (the widest input), got {self.fan_in}")
+        if self.views is not Views.DRIVING and self.kind is not ModelKind.POINT:
+            raise SchemaError("views", f"{self.views.value!r} applies to point nets only (kind is {self.kind.value})")
         units = self.modules * self.granules
         if units > MAX_UNITS:
             raise SchemaError(
@@ -248,7 +279,16 @@ class TrainConfig(_Section):
     batch_size: int = spec(64, ge=1, le=65_536)
     lr: float = spec(0.01, gt=0, le=10)
     weight_decay: float = spec(0.0, ge=0, le=1)
-    patience: int = spec(12, ge=1, le=10_000)  # early stopping on validation accuracy
+    patience: int = spec(12, ge=1, le=10_000)  # early stopping on validation accuracy ...
+    # ... allowed only once the (cosine) learning rate has decayed below this fraction of
+    # ``lr``: a seed never stops while the rate is still high.
+    stop_below_lr: float = spec(0.1, ge=0.0, le=1.0)
+    # Cost-aware training: penalties added to the loss, per sample. ``activity_penalty`` x the
+    # mean hidden activation; ``ops_penalty`` x the expected synaptic ops, each input's value
+    # times the L1 norm of its fan-out weights (a differentiable stand-in for events x fan-out),
+    # summed over every site and divided by the model's synapse count.
+    activity_penalty: float = spec(0.0, ge=0, le=1e3)
+    ops_penalty: float = spec(0.0, ge=0, le=1e3)
     threads: int = spec(2, ge=1, le=256)
 
 
@@ -259,19 +299,31 @@ class HardwareConfig(_Section):
     # synapses one PE may hold (memory limit); 2**24 words is past any board's block RAM
     max_weight_depth: int = spec(65536, ge=16, le=1 << 24)
     simulator: str = spec("icarus", choices=("icarus", "verilator"))
-    sim_samples: int = spec(16, ge=1, le=100_000)  # test samples simulated by `apical sim`
+    # test samples simulated by `apical sim`, from the start of the split; 0: all of them
+    sim_samples: int = spec(0, ge=0, le=100_000)
+    # fast: HDL harness, no Python in the cycle loop | cocotb: the Python testbench (waveforms)
+    sim_path: str = spec("fast", choices=("fast", "cocotb"))
     part: str = spec("xczu7ev-ffvc1156-2-e", min_len=1, max_len=64)
     board: str = spec("zcu104", min_len=1, max_len=64)
     waves: bool = False  # `apical sim` also writes a waveform
     backpressure: bool = True  # `apical sim` drives random back-pressure on both streams
     # `apical bitstream`: keep a build that misses the board clock (still recorded as failed timing)
     allow_timing_failure: bool = False
+    # Export two-point layers with context gating (`apical.sw.ir`): the golden model skips and
+    # does not count synapses the modulation table makes irrelevant. The RTL does not implement
+    # it yet, so `apical rtl`/`sim` refuse a gated IR; off by default.
+    context_gating: bool = False
+
+    def check(self) -> None:
+        if self.waves and self.sim_path == "fast":
+            raise SchemaError("waves", "the fast path writes no waveform; set sim_path: cocotb")
 
 
 @dataclass(frozen=True)
 class EnergyConfig(_Section):
     table: str = spec("mcc-ultrascale", min_len=1, max_len=4096)  # shipped table name or a YAML file path
-    baseline: bool = True  # train the point-neuron baseline on the same task and compare
+    baseline: bool = True  # train the point-neuron baselines on the same task and compare
+    baseline_match: BaselineMatch = BaselineMatch.HIDDEN  # how the baselines are sized
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from apical.sw.config import Config, DataSource
+from apical.sw.config import Config, ContextCode, DataSource
 from apical.sw.errors import ApicalError
 from apical.sw.safeio import MAX_ARRAY_BYTES, load_npz, read_bytes
 
-__all__ = ["Dataset", "Split", "context_transform", "load_dataset", "read_idx"]
+__all__ = ["Dataset", "Split", "context_transform", "empty_context", "load_dataset", "read_idx"]
 
 MAX_CLASSES = 1024  # a label above this is a data fault, not a class
 
@@ -92,14 +92,23 @@ def _split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, see
 def context_transform(dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """The fixed random transform of the context modality: a permutation and a sign per feature.
 
-    A feature ``v`` in [0, 1] becomes ``0.5 + 0.5 * sign * v[perm]``, so the
-    context view stays in [0, 1] (it quantizes like the driving view) while
-    carrying no pixel in its original place or polarity.
+    ``data.context_code: sparse`` (default): a feature ``v`` in [0, 1] becomes
+    ``(0.75 + 0.25 * sign) * v[perm]``, a permutation and a per-feature gain of
+    1 or 0.5: no pixel in its original place or scale, and a blank pixel stays
+    0 (no event). ``offset``: ``0.5 + 0.5 * sign * v[perm]``, which carries the
+    polarity too but maps a blank pixel to 0.5, so every context input fires.
+    Either way the context view stays in [0, 1] and quantizes like the driving view.
     """
     rng = _rng(seed, 0xC0)
     perm = rng.permutation(dim)
     sign = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), size=dim)
     return perm, sign
+
+
+def empty_context(cfg: Config, shape: tuple[int, int]) -> np.ndarray:
+    """What the context view is when it carries nothing: zeros, or 0.5 under the offset code."""
+    fill = 0.5 if (cfg.data.source is DataSource.DIGITS and cfg.data.context_code is ContextCode.OFFSET) else 0.0
+    return np.full(shape, fill, dtype=np.float32)
 
 
 def _partner(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -123,10 +132,16 @@ def _digits_split(clean: np.ndarray, y: np.ndarray, cfg: Config, rng: np.random.
     x = np.clip(x, 0.0, 1.0).astype(np.float32)
     ctx = None
     if d.context:
-        other = clean[_partner(y, rng)]
-        z = 0.5 + 0.5 * sign[None, :] * other[:, perm]
-        if d.context_noise > 0:
-            z = z + rng.normal(0.0, d.context_noise, size=z.shape)
+        other = clean[_partner(y, rng)][:, perm]
+        if d.context_code is ContextCode.SPARSE:
+            z = (0.75 + 0.25 * sign[None, :]) * other
+            # The sensor is silent where there is nothing: noise perturbs only features with content.
+            noise = rng.normal(0.0, d.context_noise, size=z.shape) if d.context_noise > 0 else 0.0
+            z = np.where(other > 0, np.clip(z + noise, 1.0 / 16, 1.0), 0.0)
+        else:
+            z = 0.5 + 0.5 * sign[None, :] * other
+            if d.context_noise > 0:
+                z = z + rng.normal(0.0, d.context_noise, size=z.shape)
         ctx = np.clip(z, 0.0, 1.0).astype(np.float32)
     return Split(x=x, ctx=ctx, y=y.astype(np.int64))
 

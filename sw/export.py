@@ -13,6 +13,7 @@ run_dir)` is the export step: ``ir/``, ``test_vectors.npz``, ``export.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,22 @@ from apical.sw.atomic import atomic_write, atomic_write_json
 from apical.sw.config import Config, Scaling, config_hash
 from apical.sw.data import Split, load_dataset
 from apical.sw.errors import ApicalError
-from apical.sw.ir import IR, Layer, Requant, Site, TensorSpec, acc_bits_needed, save_ir
+from apical.sw.ir import (
+    IR,
+    Layer,
+    Requant,
+    Site,
+    TensorSpec,
+    acc_bits_needed,
+    gating_values,
+    save_ir,
+)
 from apical.sw.models.base import ApicalNet, LayerSpec, SiteSpec
 
 __all__ = [
     "MULTIPLIER_BITS",
     "brevitas_trace",
+    "choose_gate",
     "export_ir",
     "export_run",
     "export_summary",
@@ -150,8 +161,6 @@ def _site(
 
 
 def _with_acc_bits(site: Site, size: int, srcs: list[TensorSpec]) -> Site:
-    import dataclasses
-
     return dataclasses.replace(site, acc_bits=acc_bits_needed(site, size, srcs))
 
 
@@ -185,6 +194,22 @@ def _layer(ls: LayerSpec, tensors: dict[str, TensorSpec], traced: dict[str, IntQ
     )
 
 
+def choose_gate(layer: Layer) -> str | None:
+    """The site a two-point layer evaluates first under context gating, or None when neither helps.
+
+    Each order is scored by the share of the gating site's values that fix the
+    output (from the table alone) times the synapses of the site it would skip.
+    """
+    if layer.kind != "two_point" or layer.table is None:
+        return None
+    scores = {
+        "r": float(gating_values(layer.table, "r").mean()) * layer.sites["c"].nnz,
+        "c": float(gating_values(layer.table, "c").mean()) * layer.sites["r"].nnz,
+    }
+    best = max(scores, key=lambda k: (scores[k], k == "r"))
+    return best if scores[best] > 0 else None
+
+
 @torch.no_grad()
 def export_ir(model: ApicalNet, cfg: Config) -> IR:
     """The integer model of ``model``'s eval forward (the model is put in eval mode)."""
@@ -197,6 +222,8 @@ def export_ir(model: ApicalNet, cfg: Config) -> IR:
     layers = []
     for ls in model.layer_specs():
         layer = _layer(ls, tensors, traced, po2)
+        if cfg.hardware.context_gating and layer.kind == "two_point":
+            layer = dataclasses.replace(layer, gate=choose_gate(layer))
         layers.append(layer)
         tensors[layer.name] = layer.output
     meta = {
@@ -204,6 +231,7 @@ def export_ir(model: ApicalNet, cfg: Config) -> IR:
         "config_hash": config_hash(cfg),
         "config_name": cfg.name,
         "scaling": cfg.quant.scaling.value,
+        "context_gating": bool(cfg.hardware.context_gating),
     }
     return IR(inputs=inputs, layers=tuple(layers), meta=meta)
 
@@ -260,6 +288,7 @@ def export_summary(ir: IR) -> dict[str, Any]:
             "out_signed": layer.out_signed,
             "synapses": sum(s.nnz for s in layer.sites.values()),
             "table_entries": int(layer.table.size) if layer.table is not None else 0,
+            "gate": layer.gate,
             "sites": sites,
         })
     return {

@@ -8,6 +8,11 @@ counter of `apical.sw.counts.COUNTERS`. The arithmetic is the one the
 relu, saturation, two-point table lookup); the small building blocks
 (`rhe_shift`, `requantize`, `saturate`, `modulate`) are public so each hardware
 block can be tested against them. Pure numpy: no torch, no amaranth.
+
+Context gating (a two_point layer's ``gate``, see `apical.sw.ir`): the gating
+site is evaluated first; for each neuron whose value there fixes the output,
+the other site's synapses are not counted (syn_ops, weight_reads, acc_updates)
+and its requantization is not counted. Every value computed is unchanged.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import numpy as np
 
 from apical.sw.counts import COUNTERS
 from apical.sw.errors import ApicalError
-from apical.sw.ir import IR, Layer, Site, int_range
+from apical.sw.ir import IR, Layer, Site, gating_values, int_range
 
 __all__ = [
     "GoldenResult",
@@ -242,6 +247,24 @@ def _run_site(
     return acc, requantize(acc, site), events, syn_ops
 
 
+def _gated(
+    layer: Layer, sites: dict[tuple[str, str], np.ndarray], tensors: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per sample: synaptic ops of the gated site that gating skips, and neurons whose output it fixes."""
+    gate, other = layer.gate, layer.gated_site
+    assert gate is not None and other is not None and layer.table is not None
+    fixing = gating_values(layer.table, gate)
+    v = sites[(layer.name, gate)] - layer.sites[gate].range[0]
+    fixed = fixing[v]  # [N, size] neurons whose output the gating site alone decides
+    site = layer.sites[other]
+    x = np.concatenate([tensors[s] for s in site.sources], axis=1)
+    # synapses per (input, target): the fan-out walk of every event, restricted to fixed targets
+    mask = (site.dense_weights(layer.size) != 0).astype(np.float64)  # [size, in]
+    per_neuron = (x != 0).astype(np.float64) @ mask.T  # [N, size] exact (counts < 2**53)
+    skipped = (per_neuron * fixed).sum(axis=1).astype(np.int64)
+    return skipped, fixed.sum(axis=1, dtype=np.int64)
+
+
 def run_golden(ir: IR, inputs: dict[str, np.ndarray]) -> GoldenResult:
     """Evaluate ``ir`` on ``inputs`` (name -> int ``[N, size]``); see `GoldenResult`."""
     tensors = check_inputs(ir, inputs)
@@ -261,6 +284,7 @@ def run_golden(ir: IR, inputs: dict[str, np.ndarray]) -> GoldenResult:
             events += ev
             syn_ops += so
             act_reads += layer.sites[key].in_size
+        requants = np.full(n, layer.size * len(layer.site_order), dtype=np.int64)
         if layer.kind == "dense":
             out = sites[(layer.name, "main")]
         else:
@@ -269,6 +293,10 @@ def run_golden(ir: IR, inputs: dict[str, np.ndarray]) -> GoldenResult:
             out = modulate(
                 layer.table, sites[(layer.name, "r")], sites[(layer.name, "c")], layer.sites["r"], layer.sites["c"]
             )
+            if layer.gate is not None:
+                skipped, fixed = _gated(layer, sites, tensors)
+                syn_ops -= skipped
+                requants -= fixed
         outputs[layer.name] = out
         tensors[layer.name] = out
         full = lambda v: np.full(n, v, dtype=np.int64)  # noqa: E731
@@ -279,7 +307,7 @@ def run_golden(ir: IR, inputs: dict[str, np.ndarray]) -> GoldenResult:
             "acc_updates": syn_ops.copy(),
             "act_reads": full(act_reads),
             "act_writes": full(layer.size),
-            "requants": full(layer.size * len(layer.site_order)),
+            "requants": requants,
             "table_lookups": full(layer.size if layer.kind == "two_point" else 0),
         }
         missing = set(COUNTERS) - set(counts[layer.name])

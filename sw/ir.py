@@ -31,6 +31,13 @@ Arithmetic every consumer (golden model, RTL) must implement exactly:
   the output is ``table[r - r_min, c - c_min]`` where ``r_min``/``c_min`` are
   the minima of the sites' ranges; the table already holds output-range
   integers.
+* Context gating (optional, ``gate`` of a two_point layer, default none):
+  ``gate: r`` evaluates site ``r`` first; a neuron whose ``r`` value selects a
+  table row that is constant over every ``c`` has its output fixed, so its
+  ``c`` synapses are neither accumulated nor counted and its ``c`` site is not
+  requantized (``gate: c``: the same with the roles swapped). The gating values
+  are derived from the table (`gating_values`), so the outputs are those of the
+  ungated layer by construction; only the counted actions fall.
 * The network output is the last layer's tensor; the class is its argmax
   (first index on ties).
 """
@@ -60,7 +67,9 @@ __all__ = [
     "Requant",
     "Site",
     "TensorSpec",
+    "GATES",
     "acc_bits_needed",
+    "gating_values",
     "int_range",
     "load_ir",
     "load_inputs",
@@ -75,6 +84,18 @@ MAX_ACC_BITS = 48  # DSP48E2 accumulator width
 MAX_OFFSET_BITS = 48  # per-neuron requant offsets (added to the product, DSP48E2 C port)
 LAYER_KINDS = ("dense", "two_point")
 ACTIVATIONS = ("relu", "identity")
+GATES = ("r", "c")  # two_point: the site evaluated first when context gating is on
+
+
+def gating_values(table: np.ndarray, gate: str) -> np.ndarray:
+    """bool per value index of the ``gate`` site: True where the table fixes the output
+    whatever the other site is (a constant row for ``r``, a constant column for ``c``)."""
+    t = np.asarray(table)
+    if gate == "r":
+        return (t == t[:, :1]).all(axis=1)
+    if gate == "c":
+        return (t == t[:1, :]).all(axis=0)
+    raise ApicalError(f"gating_values: gate must be one of {GATES}, got {gate!r}")
 
 
 def int_range(bits: int, signed: bool) -> tuple[int, int]:
@@ -181,6 +202,12 @@ class Layer:
     out_scale: float = 1.0
     table: np.ndarray | None = None  # two_point: int32 [2**r.bits, 2**c.bits]
     modulation: str | None = None  # two_point: the transfer function's name (informational)
+    gate: str | None = None  # two_point: context gating, the site evaluated first ("r"/"c"), or None
+
+    @property
+    def gated_site(self) -> str | None:
+        """The site whose synapses gating may skip (the other one), or None without gating."""
+        return None if self.gate is None else ("c" if self.gate == "r" else "r")
 
     @property
     def out_range(self) -> tuple[int, int]:
@@ -223,6 +250,11 @@ class IR:
     @property
     def synapses(self) -> int:
         return sum(s.nnz for layer in self.layers for s in layer.sites.values())
+
+    @property
+    def gated(self) -> bool:
+        """True when any layer uses context gating (the RTL does not implement it yet)."""
+        return any(layer.gate is not None for layer in self.layers)
 
 
 # --------------------------------------------------------------------------- validation
@@ -361,7 +393,11 @@ def validate_ir(ir: IR) -> None:
                 _fail(layer.name, "sites.main.bits", "must equal the layer's out_bits/out_signed")
             if layer.table is not None:
                 _fail(layer.name, "table", "only two_point layers carry a table")
+            if layer.gate is not None:
+                _fail(layer.name, "gate", "only two_point layers are context-gated")
         else:
+            if layer.gate is not None and layer.gate not in GATES:
+                _fail(layer.name, "gate", f"must be one of {GATES} or absent, got {layer.gate!r}")
             r, c = layer.sites["r"], layer.sites["c"]
             shape = (1 << r.bits, 1 << c.bits)
             if layer.table is None:
@@ -422,6 +458,8 @@ def save_ir(ir: IR, directory: str | Path) -> Path:
             arrays[f"{layer.name}.table"] = layer.table.astype(np.int32)
             entry["table"] = {"key": f"{layer.name}.table", "shape": list(layer.table.shape)}
             entry["modulation"] = layer.modulation
+        if layer.gate is not None:
+            entry["gate"] = layer.gate
         layers.append(entry)
     manifest = {
         "format": FORMAT,
@@ -510,6 +548,7 @@ class _LayerEntry(Schema):
     sites: dict[str, _SiteEntry] = spec(min_len=1, max_len=2, keys=Rule(choices=("main", "r", "c")))
     table: _TableEntry | None = None
     modulation: str | None = spec(None, max_len=64)
+    gate: str | None = spec(None, choices=GATES)
 
 
 @dataclass(frozen=True)
@@ -624,6 +663,7 @@ def load_ir(directory: str | Path) -> IR:
                 out_scale=entry.out_scale,
                 table=table,
                 modulation=entry.modulation,
+                gate=entry.gate,
             )
         )
     ir = IR(inputs=inputs, layers=tuple(layers), meta=m.meta)

@@ -1,8 +1,9 @@
 """The training step: seeded, reproducible quantization-aware training of the configured model.
 
 `train(cfg, run_dir)` trains with Adam (cosine learning-rate decay), stops early on validation accuracy
-(``train.patience``), keeps the best-validation state (the test split is never
-looked at until the end), makes the weights export-ready (`finalize_`), and
+(``train.patience``) but only once the rate has decayed below ``train.stop_below_lr``
+of its start, keeps the best-validation state (highest accuracy, lower validation
+loss on ties; the test split is never looked at until the end), makes the weights export-ready (`finalize_`), and
 writes atomically ``config.yaml``, ``checkpoint.pt``, ``train.json`` and
 ``curves.png``. The same config and seed give the same metrics: all draws are
 seeded, deterministic algorithms are enforced and the thread count is fixed
@@ -26,7 +27,7 @@ from torch.nn import functional as F
 from apical.sw.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from apical.sw.checkpoint import CHECKPOINT, save_checkpoint
 from apical.sw.config import Config, config_hash, config_to_dict
-from apical.sw.data import Dataset, Split, load_dataset
+from apical.sw.data import Dataset, Split, empty_context, load_dataset
 from apical.sw.export import brevitas_trace, export_ir
 from apical.sw.models import ApicalNet, ModelDims, build_model
 
@@ -49,41 +50,86 @@ def _torch_settings(threads: int) -> Iterator[None]:
         torch.set_num_threads(old_threads)
 
 
-def _tensors(split: Split, zero_context: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+def _tensors(
+    split: Split, context: np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Torch views of a split; ``context`` replaces the split's context view (ablations)."""
     x = torch.from_numpy(np.array(split.x, dtype=np.float32))
     ctx = None if split.ctx is None else torch.from_numpy(np.array(split.ctx, dtype=np.float32))
-    if zero_context and ctx is not None:
-        ctx = torch.zeros_like(ctx)
+    if context is not None and ctx is not None:
+        ctx = torch.from_numpy(np.array(context, dtype=np.float32))
     return x, ctx, torch.from_numpy(np.array(split.y, dtype=np.int64))
 
 
 @torch.no_grad()
-def accuracy(model: ApicalNet, split: Split, zero_context: bool = False) -> float:
-    """Top-1 accuracy of the eval forward (argmax, first index on ties, as the hardware does)."""
+def _evaluate(model: ApicalNet, split: Split, context: np.ndarray | None = None) -> tuple[float, float]:
+    """(top-1 accuracy, mean cross-entropy) of the eval forward (argmax, first index on ties)."""
     model.eval()
-    x, ctx, y = _tensors(split, zero_context)
-    correct = 0
+    x, ctx, y = _tensors(split, context)
+    correct, loss = 0, 0.0
     for lo in range(0, len(y), EVAL_BATCH):
         c = None if ctx is None else ctx[lo : lo + EVAL_BATCH]
         logits = model(x[lo : lo + EVAL_BATCH], c)
-        correct += int((logits.argmax(dim=1) == y[lo : lo + EVAL_BATCH]).sum())
-    return correct / max(1, len(y))
+        yb = y[lo : lo + EVAL_BATCH]
+        correct += int((logits.argmax(dim=1) == yb).sum())
+        loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+    return correct / max(1, len(y)), loss / max(1, len(y))
 
 
-def _loss(model: ApicalNet, x: torch.Tensor, ctx: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+def accuracy(model: ApicalNet, split: Split, context: np.ndarray | None = None) -> float:
+    """Top-1 accuracy of the eval forward (argmax, first index on ties, as the hardware does).
+
+    ``context`` (same shape as ``split.ctx``) replaces the context view: the
+    "context removed" ablation passes `apical.sw.data.empty_context`.
+    """
+    return _evaluate(model, split, context)[0]
+
+
+def _expected_ops(model: ApicalNet, traced: dict[str, Any]) -> torch.Tensor:
+    """Differentiable stand-in for synaptic ops per sample, divided by the weight count:
+    every site's inputs times the L1 norm of each input's fan-out weights."""
+    total, weights = 0.0, 0
+    for ls in model.layer_specs():
+        for site in ls.sites.values():
+            if site.linear is None:
+                continue
+            x = torch.cat([traced[s].value for s in site.sources], dim=1)
+            w = site.linear.weight
+            if site.columns is not None:
+                w = w[:, site.columns]
+            if w.shape[1] == 0:
+                continue
+            total = total + (x.abs() * w.abs().sum(dim=0)).sum(dim=1).mean()
+            weights += w.numel()
+    return total / max(1, weights)
+
+
+def _loss(cfg: Config, model: ApicalNet, x: torch.Tensor, ctx: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
     traced = model.trace(x, ctx)
     loss = F.cross_entropy(traced[model.output_name].value, y)
     aux = model.aux_logits(traced)
     if aux:
         # Local losses: each module's readout learns the task on its own.
         loss = loss + sum(F.cross_entropy(a, y) for a in aux) / len(aux)
+    tc = cfg.train
+    if tc.activity_penalty > 0:
+        hidden = [ls.name for ls in model.layer_specs()[:-1]]
+        if hidden:
+            act = torch.stack([traced[n].value.mean() for n in hidden]).mean()
+            loss = loss + tc.activity_penalty * act
+    if tc.ops_penalty > 0:
+        loss = loss + tc.ops_penalty * _expected_ops(model, traced)
     return loss
 
 
 def train_model(
-    cfg: Config, ds: Dataset, progress: bool = True
+    cfg: Config, ds: Dataset, progress: bool = True, train_curve: bool = True
 ) -> tuple[ApicalNet, dict[str, Any], dict[str, list[float]]]:
-    """Train a fresh model on ``ds``; returns (best-validation model, run facts, learning curves)."""
+    """Train a fresh model on ``ds``; returns (best-validation model, run facts, learning curves).
+
+    ``train_curve=False`` skips the per-epoch accuracy pass over the training split
+    (a curve only; the model and every other figure are the same).
+    """
     tc = cfg.train
     dims = ModelDims(x_dim=ds.x_dim, ctx_dim=ds.ctx_dim, num_classes=ds.num_classes)
     model = build_model(cfg, dims)
@@ -94,7 +140,8 @@ def train_model(
     x, ctx, y = _tensors(ds.train)
     n = len(y)
     curves: dict[str, list[float]] = {"train_loss": [], "train_acc": [], "val_acc": []}
-    best_acc, best_epoch, best_state = -1.0, 0, None
+    best: tuple[float, float] = (-1.0, 0.0)  # (val accuracy, -val loss): higher is better
+    best_epoch, best_state = 0, None
     epochs_run = 0
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -111,7 +158,7 @@ def train_model(
                 idx = perm[lo : lo + tc.batch_size]
                 cb = None if ctx is None else ctx[idx]
                 opt.zero_grad(set_to_none=True)
-                loss = _loss(model, x[idx], cb, y[idx])
+                loss = _loss(cfg, model, x[idx], cb, y[idx])
                 loss.backward()
                 opt.step()
                 model.constrain_()
@@ -119,16 +166,17 @@ def train_model(
                 seen += len(idx)
             sched.step()
             epochs_run = epoch + 1
-            val_acc = accuracy(model, ds.val)
-            train_acc = accuracy(model, ds.train)
+            val_acc, val_loss = _evaluate(model, ds.val)
+            train_acc = accuracy(model, ds.train) if train_curve else float("nan")
             curves["train_loss"].append(total / seen)
             curves["train_acc"].append(train_acc)
             curves["val_acc"].append(val_acc)
             bar.update(task, advance=1, val=val_acc)
-            if val_acc > best_acc:
-                best_acc, best_epoch = val_acc, epoch + 1
+            if (val_acc, -val_loss) > best:
+                best, best_epoch = (val_acc, -val_loss), epoch + 1
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            elif epoch + 1 - best_epoch >= tc.patience:
+            elif epoch + 1 - best_epoch >= tc.patience and sched.get_last_lr()[0] <= tc.stop_below_lr * tc.lr:
+                # Stop only once the rate has decayed: a plateau at a high rate is not convergence.
                 break
     assert best_state is not None  # at least one epoch ran (train.epochs >= 1)
     model.load_state_dict(best_state)
@@ -144,7 +192,9 @@ def _metrics(cfg: Config, model: ApicalNet, ds: Dataset) -> dict[str, Any]:
         "test_acc": accuracy(model, ds.test),
     }
     if model.kind == "two_point" and "ctx" in model.input_names:
-        out["test_acc_no_context"] = accuracy(model, ds.test, zero_context=True)
+        # "Context removed": what an empty context really is under the data's coding.
+        empty = empty_context(cfg, ds.test.ctx.shape)
+        out["test_acc_no_context"] = accuracy(model, ds.test, context=empty)
     _, layer_out = brevitas_trace(model, ds.test)
     out["activation_sparsity"] = {k: float(np.mean(v == 0)) for k, v in layer_out.items()}
     ir = export_ir(model, cfg)

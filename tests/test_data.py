@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from apical.sw.config import Config, DataConfig, DataSource, load_config
+from apical.sw.config import Config, ContextCode, DataConfig, DataSource, load_config
 from apical.sw.data import context_transform, load_dataset, read_idx
 from apical.sw.errors import ApicalError
 
@@ -48,15 +48,23 @@ def test_driving_view_is_the_digit_plus_noise(digits) -> None:
     assert 0.1 < diff.std() < 0.3
 
 
-def test_context_is_another_sample_of_the_same_class() -> None:
+def _coded(v: np.ndarray, sign: np.ndarray, code: str) -> np.ndarray:
+    """The documented context codes of one permuted row (noise-free)."""
+    if code == "offset":
+        return (0.5 + 0.5 * sign * v).astype(np.float32)
+    return np.where(v > 0, np.clip((0.75 + 0.25 * sign) * v, 1 / 16, 1.0), 0.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("code", ["sparse", "offset"])
+def test_context_is_another_sample_of_the_same_class(code: str) -> None:
     from sklearn.datasets import load_digits
 
-    ds = load_dataset(_cfg(noise=0.0, context_noise=0.0))
+    ds = load_dataset(_cfg(noise=0.0, context_noise=0.0, context_code=ContextCode(code)))
     clean = (load_digits().data / 16.0).astype(np.float32)
     perm, sign = context_transform(64, 0)
     by_key = {}
     for i, r in enumerate(clean):
-        by_key.setdefault((0.5 + 0.5 * sign * r[perm]).astype(np.float32).tobytes(), []).append(i)
+        by_key.setdefault(_coded(r[perm], sign, code).tobytes(), []).append(i)
     target = load_digits().target
     split_rows = {r.tobytes() for r in ds.test.x}
     same_sample = 0
@@ -65,9 +73,25 @@ def test_context_is_another_sample_of_the_same_class() -> None:
         assert any(target[i] == y for i in src)
         # the partner comes from the same split
         assert any(clean[i].tobytes() in split_rows for i in src)
-        same_sample += int(np.array_equal(z, (0.5 + 0.5 * sign * x[perm]).astype(np.float32)))
+        same_sample += int(np.array_equal(z, _coded(x[perm], sign, code)))
     # partners are other samples (identical duplicates in the data set are the only exception)
     assert same_sample <= 2
+
+
+def test_sparse_context_is_silent_where_it_carries_nothing() -> None:
+    from apical.sw.data import empty_context
+
+    sparse = load_dataset(_cfg(noise=0.1, context_noise=0.1))
+    offset = load_dataset(_cfg(noise=0.1, context_noise=0.1, context_code=ContextCode.OFFSET))
+    # noisy sparse context: zero exactly on blank source pixels; every content pixel is an event
+    nz = (sparse.test.ctx > 0).mean()
+    assert 0.3 < nz < 0.7
+    assert (sparse.test.ctx[sparse.test.ctx > 0] >= 1 / 16).all()
+    # the offset code fires almost everywhere (a blank pixel is 0.5 +- noise)
+    assert (offset.test.ctx > 1 / 32).mean() > 0.9
+    # and its empty context is the blank level, the sparse one is silence
+    assert not empty_context(sparse_cfg := _cfg(), (3, 64)).any() and sparse_cfg.data.context_code.value == "sparse"
+    assert (empty_context(_cfg(context_code=ContextCode.OFFSET), (3, 64)) == 0.5).all()
 
 
 def test_digits_are_deterministic_and_seed_dependent() -> None:

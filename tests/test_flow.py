@@ -15,7 +15,7 @@ import pytest
 import apical.flows.flow as flow
 from apical.flows.cli import main
 from apical.flows.steps import STEPS, Step, baseline_config
-from apical.sw.config import Config, ModelKind, load_config
+from apical.sw.config import BaselineMatch, Config, ModelKind, load_config
 from apical.sw.errors import ApicalError
 
 
@@ -200,6 +200,42 @@ def test_successful_step_records_its_config(fake, tmp_path: Path):
     cfg = dataclasses.replace(Config(), seed=11)
     flow.run_flow(cfg, tmp_path, start="a", stop="a")
     assert load_config(tmp_path / "config.yaml").seed == 11
+
+
+def test_two_point_config_gets_both_like_for_like_baselines():
+    from apical.flows.baselines import baselines
+
+    cfg = load_config(None)
+    bases = {b.name: b for b in baselines(cfg)}
+    assert set(bases) == {"driving", "both"}
+    assert bases["driving"].subdir == "baseline" and bases["both"].subdir == "baseline_both"
+    for b in bases.values():
+        assert b.cfg.model.kind is ModelKind.POINT
+        assert (b.cfg.data, b.cfg.quant, b.cfg.train, b.cfg.seed) == (cfg.data, cfg.quant, cfg.train, cfg.seed)
+        assert b.cfg.model.hidden == cfg.model.hidden  # matched hidden size by default
+        assert b.cfg.energy == cfg.energy
+    assert bases["both"].cfg.model.views.value == "both"
+    assert bases["driving"].cfg.model.views.value == "driving"
+    # no context, no both-views baseline; a point net has none
+    no_ctx = cfg.replace(model=dataclasses.replace(cfg.model, context=False))
+    assert [b.name for b in baselines(no_ctx)] == ["driving"]
+    assert baselines(baselines(cfg)[0].cfg) == ()
+
+
+def test_param_matched_baselines_have_the_two_point_parameter_count():
+    from apical.flows.baselines import baselines, linear_params
+
+    cfg = load_config(None)
+    cfg = cfg.replace(energy=dataclasses.replace(cfg.energy, baseline_match=BaselineMatch.PARAMS))
+    target = linear_params(cfg)
+    for b in baselines(cfg):
+        got = linear_params(b.cfg)
+        (h,) = b.cfg.model.hidden
+        # the closest single width: one unit more or less is further from the target
+        in_dim = {"driving": 64, "both": 128}[b.name]
+        step = in_dim + 1 + 10
+        assert abs(got - target) <= step // 2 + 1, (b.name, got, target)
+        assert h != cfg.model.hidden[0] or b.name == "both"
 
 
 def test_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
 from apical.sw.checkpoint import load_model
 from apical.sw.config import config_hash, config_to_dict, load_config, parse_config
-from apical.sw.data import load_dataset
+from apical.sw.data import empty_context, load_dataset
 from apical.sw.errors import ApicalError
 from apical.sw.train import accuracy, train
 
 
-def _cfg(kind: str = "two_point", epochs: int = 2, patience: int = 5, **model):
+def _cfg(kind: str = "two_point", epochs: int = 2, patience: int = 5, stop_below_lr: float = 0.1, **model):
     d = config_to_dict(load_config())
     d["data"]["max_samples"] = 300
     d["model"].update({"kind": kind, "hidden": [12], "granules": 16, "modules": 2, **model})
-    d["train"].update({"epochs": epochs, "batch_size": 32, "patience": patience})
+    d["train"].update({"epochs": epochs, "batch_size": 32, "patience": patience, "stop_below_lr": stop_below_lr})
     return parse_config(d)
 
 
@@ -56,7 +58,9 @@ def test_checkpoint_reloads_the_same_model(run) -> None:
     assert config_hash(cfg2) == config_hash(cfg)
     ds = load_dataset(cfg2)
     assert accuracy(model, ds.test) == summary["test_acc"]
-    assert accuracy(model, ds.test, zero_context=True) == summary["test_acc_no_context"]
+    empty = empty_context(cfg2, ds.test.ctx.shape)
+    assert not empty.any()  # the sparse context code: an empty context is all zeros
+    assert accuracy(model, ds.test, context=empty) == summary["test_acc_no_context"]
 
 
 def test_same_config_and_seed_give_identical_metrics(run, tmp_path) -> None:
@@ -68,11 +72,23 @@ def test_same_config_and_seed_give_identical_metrics(run, tmp_path) -> None:
 
 
 def test_early_stopping_respects_patience(tmp_path) -> None:
-    cfg = _cfg("sparse_modular", epochs=40, patience=1, local_loss=True)
+    cfg = _cfg("sparse_modular", epochs=40, patience=1, stop_below_lr=1.0, local_loss=True)
     s = train(cfg, tmp_path, progress=False)
     assert s["epochs_run"] <= s["best_epoch"] + 1
     assert s["epochs_run"] < 40
     assert s["val_acc"] >= 0.0 and "test_acc_no_context" not in s
+
+
+def test_no_early_stop_while_the_rate_is_high(tmp_path) -> None:
+    epochs = 30
+    cfg = _cfg("point", epochs=epochs, patience=1, stop_below_lr=0.1)
+    s = train(cfg, tmp_path, progress=False)
+    # cosine: lr(e) = lr0 (1 + cos(pi e / T)) / 2 <= 0.1 lr0 from e = T acos(-0.8) / pi on
+    first_low = math.ceil(epochs * math.acos(-0.8) / math.pi)
+    assert s["epochs_run"] >= first_low
+    # the kept state is the best on validation (accuracy first)
+    assert s["val_acc"] == max(s["curves"]["val_acc"])
+    assert np.argmax(s["curves"]["val_acc"]) <= s["best_epoch"] - 1
 
 
 def _corrupt(d, blob_change) -> None:

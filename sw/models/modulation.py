@@ -1,6 +1,6 @@
 """The two-point neuron's modulatory transfer function f(R, C) and its lookup table.
 
-`TwoPointModulation` owns f (by name: kay, coop, additive) and the output
+`TwoPointModulation` owns f (by name: kay, coop, additive, silence) and the output
 quantizer. In training it applies the float f to the quantized R and C
 (straight-through gradients). In eval it builds the table of quantized f over
 the whole (R_q, C_q) grid and gathers from it: the eval forward and the table
@@ -32,6 +32,9 @@ def transfer(name: Modulation, r: torch.Tensor, c: torch.Tensor, k1: float, k2: 
         return torch.clamp(r * r + 2.0 * r + c * (1.0 + torch.abs(r)), 0.0, 6.0)
     if name is Modulation.ADDITIVE:
         return torch.relu(r + c)
+    if name is Modulation.SILENCE:
+        # Zero for R <= 0 and for a context that disagrees (C <= -1/k2): both sites can gate.
+        return torch.relu(r) * torch.relu(1.0 + k2 * c)
     raise ValueError(f"modulation: unsupported {name!r}")
 
 

@@ -1,7 +1,10 @@
 """Point-neuron MLP baseline: y = relu(W x + b) per hidden layer, then quantized logits.
 
 IR layers: ``fc1`` .. ``fcN`` (hidden, unsigned ``act_bits``), ``out`` (signed
-``output_bits``). Input ``x`` is quantized unsigned to ``input_bits``.
+``output_bits``). Input ``x`` is quantized unsigned to ``input_bits``. With
+``model.views: both`` (early fusion) the net also sees the context view: IR
+inputs ``x`` and ``ctx`` share one input quantizer (one scale), and ``fc1``
+accumulates both, as one site over the concatenation ``[x, ctx]``.
 """
 
 from __future__ import annotations
@@ -10,9 +13,17 @@ import torch
 from brevitas.quant_tensor import IntQuantTensor
 from torch import nn
 
-from apical.sw.config import Config
+from apical.sw.config import Config, Views
+from apical.sw.errors import ApicalError
 from apical.sw.models.base import ApicalNet, LayerSpec, ModelDims, SiteSpec
-from apical.sw.models.quant import QuantSpec, make_input, make_linear, make_relu, make_signed
+from apical.sw.models.quant import (
+    QuantSpec,
+    make_input,
+    make_linear,
+    make_relu,
+    make_signed,
+    quant_tensor,
+)
 
 __all__ = ["HIDDEN_MAX", "LOGIT_MAX", "PointNet"]
 
@@ -30,10 +41,16 @@ class PointNet(ApicalNet):
         spec = QuantSpec.from_config(cfg)
         q = cfg.quant
         self.in_quant = make_input(spec, q.input_bits)
+        self.fused = cfg.model.views is Views.BOTH
+        if self.fused and dims.ctx_dim is None:
+            raise ApicalError(
+                f"{cfg.origin}: model.views: 'both' needs a context modality in the data (data.context)"
+            )
+        self.input_names = ("x", "ctx") if self.fused else ("x",)
         self.names = [f"fc{i + 1}" for i in range(len(cfg.model.hidden))]
         self.fcs = nn.ModuleList()
         self.acts = nn.ModuleList()
-        width = dims.x_dim
+        width = dims.x_dim + ((dims.ctx_dim or 0) if self.fused else 0)
         for name, h in zip(self.names, cfg.model.hidden, strict=True):
             self.fcs.append(make_linear(spec, width, h, q.weight_bits_for(name)))
             self.acts.append(make_relu(spec, q.act_bits_for(name), HIDDEN_MAX))
@@ -44,6 +61,11 @@ class PointNet(ApicalNet):
     def trace(self, x: torch.Tensor, ctx: torch.Tensor | None = None) -> dict[str, IntQuantTensor]:
         t: dict[str, IntQuantTensor] = {"x": self.in_quant(x)}
         h = t["x"]
+        if self.fused:
+            if ctx is None:
+                raise ApicalError("point model (views: both): the context input 'ctx' is required")
+            t["ctx"] = self.in_quant(ctx)
+            h = quant_tensor(torch.cat([t["x"].value, t["ctx"].value], dim=1), t["x"])
         for name, fc, act in zip(self.names, self.fcs, self.acts, strict=True):
             h = t[name] = act(fc(h))
         t["out"] = self.out_quant(self.out(h))
@@ -51,9 +73,9 @@ class PointNet(ApicalNet):
 
     def layer_specs(self) -> list[LayerSpec]:
         specs = []
-        prev = "x"
+        prev: tuple[str, ...] = self.input_names
         for name, fc in zip(self.names, self.fcs, strict=True):
-            specs.append(LayerSpec(name, "dense", {"main": SiteSpec((prev,), fc, "relu")}))
-            prev = name
-        specs.append(LayerSpec("out", "dense", {"main": SiteSpec((prev,), self.out, "identity")}))
+            specs.append(LayerSpec(name, "dense", {"main": SiteSpec(prev, fc, "relu")}))
+            prev = (name,)
+        specs.append(LayerSpec("out", "dense", {"main": SiteSpec(prev, self.out, "identity")}))
         return specs

@@ -10,7 +10,9 @@ own first-pass activity; the context weights of both passes are one tensor, so
 they share one scale, and the ``ctx`` input and the layers' outputs share one
 quantizer (the IR concatenates them in one accumulation). Without context the
 ``c`` site exists with no synapses (C = 0). The readout is the dense layer
-``out`` (signed ``output_bits``).
+``out`` (signed ``output_bits``). With ``model.context_fan_in: K`` each unit's
+context site keeps K randomly chosen context synapses (a fixed, seeded mask,
+like the granule masks of the sparse-modular net).
 """
 
 from __future__ import annotations
@@ -52,6 +54,19 @@ class TwoPointLayer(nn.Module):
         self.r_quant = make_signed(spec, q.r_bits, SITE_MAX)
         self.c_quant = make_signed(spec, q.c_bits, SITE_MAX)
         self.mod = TwoPointModulation(m.modulation, m.k1, m.k2, out_quant)
+        mask = None
+        if self.c_lin is not None and m.context_fan_in is not None:
+            from apical.sw.models.sparse_modular import granule_mask
+
+            k = min(m.context_fan_in, c_dim)
+            mask = granule_mask(size, c_dim, k, cfg.seed * 1009 + int(name[2:] or 0))
+        self.register_buffer("c_mask", mask)  # None: dense context (not in the state dict)
+        self.constrain_()
+
+    def constrain_(self) -> None:
+        if self.c_mask is not None and self.c_lin is not None:
+            with torch.no_grad():
+                self.c_lin.weight.mul_(self.c_mask)
 
     def context(self, z: IntQuantTensor | None, n: int) -> IntQuantTensor:
         if z is None or self.c_lin is None:
@@ -127,6 +142,10 @@ class TwoPointNet(ApicalNet):
             h = y
         t["out"] = self.out_quant(self.out(h))
         return t
+
+    def constrain_(self) -> None:
+        for layer in self.tps:
+            layer.constrain_()
 
     def layer_specs(self) -> list[LayerSpec]:
         specs = []
