@@ -6,7 +6,7 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 from amaranth.utils import bits_for
 
-__all__ = ["bias_layout", "event_layout", "index_layout", "weight_layout"]
+__all__ = ["bias_layout", "event_layout", "index_layout", "requant_layout", "weight_layout"]
 
 
 def event_layout(index_depth: int, value_bits: int) -> data.StructLayout:
@@ -29,3 +29,9 @@ def index_layout(weight_depth: int, max_fanout: int) -> data.StructLayout:
 def bias_layout(acc_bits: int) -> data.StructLayout:
     """Biases of one finalisation slot for both accumulator banks."""
     return data.StructLayout({"b0": signed(acc_bits), "b1": signed(acc_bits)})
+
+
+def requant_layout(mult_bits: int, offset_bits: int) -> data.StructLayout:
+    """Per-neuron requantisation of one finalisation slot for both banks: multiplier and offset."""
+    return data.StructLayout({"m0": unsigned(mult_bits), "o0": signed(offset_bits),
+                              "m1": unsigned(mult_bits), "o1": signed(offset_bits)})

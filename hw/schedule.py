@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apical.hw.layouts import bias_layout, event_layout, index_layout, weight_layout
+from apical.hw.layouts import bias_layout, event_layout, index_layout, requant_layout, weight_layout
 from apical.sw.errors import ApicalError
 from apical.sw.ir import IR, Layer
 
@@ -85,6 +85,8 @@ class SiteProgram:
     bits: int
     signed: bool
     acc_bits: int
+    narrow: bool = False
+    per_neuron: bool = False  # multiplier/offset per neuron from the requant memory
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,8 @@ class PEImage:
     weights: tuple[tuple[int, int, int], ...]  # (acc address, bank, weight) in walk order
     index: tuple[tuple[int, int], ...]  # (start, count) per index address
     bias: tuple[tuple[int, int], ...]  # (bank 0 bias, bank 1 bias) per bias address
+    # (m0, o0, m1, o1) per bias address, only when some site has per-neuron requantisation
+    requant: tuple[tuple[int, int, int, int], ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,6 +171,8 @@ class Schedule:
     bias_depth: int
     max_fanout: int
     issue: int = 2  # scanner issue slots: events per cycle at most (a queue per slot in each PE)
+    rq_mult_bits: int = 0  # per-neuron requant memory widths (0: no such memory)
+    rq_offset_bits: int = 0
 
     @property
     def act_words(self) -> int:
@@ -197,6 +203,9 @@ class Schedule:
             "accumulator": MemorySpec(self.acc_bits, (self.acc_depth,) * (2 * P)),
             "event_mask": MemorySpec(P, (self.index_depth,)),
         }
+        if self.rq_mult_bits:
+            mems["requant"] = MemorySpec(requant_layout(self.rq_mult_bits, self.rq_offset_bits).size,
+                                         (max(1, self.bias_depth),) * P)
         if self.table:
             mems["table"] = MemorySpec(self.act_bits, (len(self.table),) * P)
         return mems
@@ -392,6 +401,8 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192, max_grou
     weights: list[list[tuple[int, int, int]]] = [[] for _ in range(pes)]
     index: list[list[tuple[int, int]]] = [[] for _ in range(pes)]
     bias: list[list[tuple[int, int]]] = [[] for _ in range(pes)]
+    per_neuron = any(layer.sites[k].per_neuron for layer in ir.layers for k in layer.site_order)
+    rq: list[list[tuple[int, int, int, int]]] = [[] for _ in range(pes)]
     mask: list[int] = []
     segments: list[Segment] = []
     programs: list[LayerProgram] = []
@@ -414,7 +425,8 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192, max_grou
             bank = 1 if key == "c" else 0
             site_progs.append(
                 SiteProgram(key, bank, site.requant.shift, site.requant.multiplier,
-                            site.activation == "relu", site.bits, site.signed, site.acc_bits)
+                            site.activation == "relu", site.bits, site.signed, site.acc_bits,
+                            narrow=site.narrow, per_neuron=per_neuron)
             )
             offset = 0
             for src in site.sources:
@@ -465,6 +477,8 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192, max_grou
                 offset += tp.size
         bias_base = len(bias[0])
         at_slot = {(int(owner[n]), int(slot[n])): n for n in range(layer.size)} if mode == "neuron" else {}
+        mults = {k: layer.sites[k].neuron_multipliers(layer.size) for k in layer.site_order}
+        offs = {k: layer.sites[k].neuron_offsets(layer.size) for k in layer.site_order}
         for k in range(steps):
             for p in range(pes):
                 # Neuron mode: lane p finalises group p % (P / G) on the steps k with k % G == p // (P / G).
@@ -473,10 +487,16 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192, max_grou
                 else:
                     n = k
                 vals = [0, 0]
+                mo = [1, 0, 1, 0]
                 if n is not None:
                     for key in layer.site_order:
-                        vals[1 if key == "c" else 0] = int(layer.sites[key].bias[n])
+                        b = 1 if key == "c" else 0
+                        site = layer.sites[key]
+                        vals[b] = int(site.bias[n])
+                        mo[2 * b], mo[2 * b + 1] = int(mults[key][n]), int(offs[key][n])
                 bias[p].append((vals[0], vals[1]))
+                if per_neuron:
+                    rq[p].append((mo[0], mo[1], mo[2], mo[3]))
         table_base = len(table)
         if layer.kind == "two_point":
             assert layer.table is not None
@@ -494,11 +514,16 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192, max_grou
                 group=g_size if mode == "neuron" else 1,
             )
         )
-    images = tuple(PEImage(tuple(w), tuple(ix), tuple(b)) for w, ix, b in zip(weights, index, bias, strict=True))
+    images = tuple(PEImage(tuple(w), tuple(ix), tuple(b), tuple(r))
+                   for w, ix, b, r in zip(weights, index, bias, rq, strict=True))
+    rq_all = [e for r in rq for e in r]
+    rq_mult_bits = max((max(e[0], e[2]).bit_length() for e in rq_all), default=0)
+    rq_offset_bits = max((max(abs(e[1]), abs(e[3])).bit_length() + 1 for e in rq_all), default=0)
     return Schedule(
         pes=pes, lanes=lanes, act_bits=act_bits, value_bits=value_bits, weight_bits=weight_bits,
         acc_bits=acc_bits, tensors=tuple(tensors), n_inputs=len(ir.inputs), segments=tuple(segments),
         layers=tuple(programs), images=images, mask=tuple(mask), table=tuple(table), acc_half=acc_half,
         weight_depth=max(1, max(len(w) for w in weights)), index_depth=len(mask),
         bias_depth=len(bias[0]), max_fanout=max_fanout, issue=issue_slots(ir, pes),
+        rq_mult_bits=rq_mult_bits, rq_offset_bits=max(2, rq_offset_bits) if rq_mult_bits else 0,
     )
