@@ -25,6 +25,8 @@ Writes ``faults.json`` (atomically) and ``faults.png``; a disagreement raises
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,7 +87,9 @@ class _Net:
 
     def kind(self) -> str:
         p = self.run_dir / "config.yaml"
-        return load_config(p).model.kind.value if p.is_file() else "?"
+        if p.is_file():
+            return load_config(p).model.kind.value
+        return "point" if self.run_dir.name == "baseline" else "?"
 
 
 def _draw(net: _Net, kind: str, rate: float, rng: np.random.Generator,
@@ -197,9 +201,18 @@ def _synth_cost(net: _Net, cfg: Config, run_dir: Path) -> dict[str, Any]:
             text = verilog_text(net.ir, net.schedule.pes, schedule=net.schedule)
         else:
             text = fault_verilog(net.ir, net.schedule, hwf)
-        (d / "apical_top.v").write_text(text)
+        # Synthesis takes minutes: an unchanged design (same Verilog, same part) reuses its result.
+        key = hashlib.sha256(f"{cfg.hardware.part}\n{text}".encode()).hexdigest()
+        cached = d / "resources.json"
+        if cached.is_file():
+            prev = json.loads(cached.read_text())
+            if prev.get("key") == key:
+                out[name] = prev["resources"]
+                continue
+        atomic_write(d / "apical_top.v", lambda f, t=text: f.write(t.encode()))
         out[name] = synthesize(d / "apical_top.v", top="apical_top", part=cfg.hardware.part,
                                build_dir=d / "build")["resources"]
+        atomic_write_json(cached, {"key": key, "resources": out[name]})
     keys = sorted(set(out["plain"]) | set(out["parity"]))
     out["delta"] = {k: out["parity"].get(k, 0) - out["plain"].get(k, 0) for k in keys}
     return out
