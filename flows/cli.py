@@ -236,7 +236,8 @@ def cmd_faults(args: argparse.Namespace) -> int:
         s = faults_run(
             cfg, run_dir, kinds=_csv(args.kinds, str), rates=_csv(args.rates, float), draws=args.draws,
             seed=args.seed, layers=_csv(args.layers, str), compare=[Path(c) for c in args.compare or ()],
-            rtl_draws=args.rtl_draws, rtl_samples=args.rtl_samples, simulator=args.simulator, synth=args.synth,
+            rtl_draws=args.rtl_draws, rtl_samples=args.rtl_samples, simulator=args.simulator,
+            verilator_draws=args.verilator_draws, synth=args.synth,
         )
     _console().print(f"faults: {run_dir / 'faults.json'}, {run_dir / s['plot']}; "
                      f"rtl_matches_golden={s['rtl_matches_golden']}")
@@ -348,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rtl-draws", type=int, default=2, help="combined draws simulated in RTL (default 2)")
     sp.add_argument("--rtl-samples", type=int, default=8, help="test samples per RTL draw (default 8)")
     sp.add_argument("--simulator", choices=["icarus", "verilator"])
+    sp.add_argument("--verilator-draws", type=int, default=0, help="the first N RTL draws again on Verilator")
     sp.add_argument("--synth", action="store_true", help="also synthesise the parity design (LUT/FF/BRAM cost)")
     sp.set_defaults(fn=cmd_faults)
 

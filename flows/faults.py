@@ -16,7 +16,8 @@ Draw ``d`` of (kind, rate) comes from ``fault_rng(seed, net, kind, rate, d)``:
 reproducible, independent of which kinds and rates run. Then
 ``rtl_draws`` combined draws (every kind at once, parity on every other draw)
 are built into the RTL (`apical.hw.faults`) and simulated on the first
-``rtl_samples`` test vectors against the golden model with the same faults:
+``rtl_samples`` test vectors against the golden model with the same faults
+(and the first ``verilator_draws`` of them again on Verilator):
 ``rtl_matches_golden`` is true when every value and counter agrees. With
 ``synth``, the parity design is synthesised beside the plain one (LUT/FF/BRAM).
 Writes ``faults.json`` (atomically) and ``faults.png``; a disagreement raises
@@ -271,6 +272,7 @@ def faults_run(
     rtl_draws: int = 2,
     rtl_samples: int = 8,
     simulator: str | None = None,
+    verilator_draws: int = 0,
     synth: bool = False,
 ) -> dict[str, Any]:
     """The ``faults`` command (see the module docstring); writes ``faults.json`` and ``faults.png``."""
@@ -309,6 +311,12 @@ def faults_run(
         summary["rtl"] = _rtl_check(nets[0], cfg, run_dir, draws=rtl_draws, samples=rtl_samples,
                                     simulator=sim, seed=seed, layers=layers)
         summary["rtl_matches_golden"] = summary["rtl"]["all_match"]
+        if verilator_draws and sim != "verilator":
+            # The first draws again, on the other simulator.
+            summary["rtl_verilator"] = _rtl_check(nets[0], cfg, run_dir, draws=verilator_draws,
+                                                  samples=rtl_samples, simulator="verilator", seed=seed,
+                                                  layers=layers)
+            summary["rtl_matches_golden"] &= summary["rtl_verilator"]["all_match"]
     else:
         summary["rtl_matches_golden"] = None
     if synth:
@@ -317,7 +325,8 @@ def faults_run(
     summary["plot"] = "faults.png"
     atomic_write_json(run_dir / "faults.json", summary)
     if summary["rtl_matches_golden"] is False:
-        bad = next(r for r in summary["rtl"]["draws"] if not (r["bit_exact"] and r["counters_match"]))
+        rows = summary["rtl"]["draws"] + summary.get("rtl_verilator", {}).get("draws", [])
+        bad = next(r for r in rows if not (r["bit_exact"] and r["counters_match"] and not r["failure"]))
         first = (bad["mismatches"]["first"] or [{}])[0]
         raise CheckFailed(f"faults: RTL with faults disagrees with golden with faults (draw {bad['draw']}, "
                           f"{bad['simulator']}): {first or bad['failure']} (see {run_dir / 'faults.json'})")
