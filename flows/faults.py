@@ -133,6 +133,7 @@ def _campaign(net: _Net, net_i: int, kinds: Sequence[str], rates: dict[str, Sequ
                 if tally:
                     tallies.append(tally)
             row = {"rate": float(rate), "accuracy": _stats(accs), "draws": accs,
+                   "drop": acc0 - float(np.mean(accs)),  # accuracy lost to the faults (mean)
                    "outputs_unchanged": all(same)}
             if tallies:
                 row["words"] = {k: float(np.mean([t[k] for t in tallies])) for k in tallies[0]}
