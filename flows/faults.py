@@ -19,7 +19,8 @@ are built into the RTL (`apical.hw.faults`) and simulated on the first
 ``rtl_samples`` test vectors against the golden model with the same faults
 (and the first ``verilator_draws`` of them again on Verilator):
 ``rtl_matches_golden`` is true when every value and counter agrees. With
-``synth``, the parity design is synthesised beside the plain one (LUT/FF/BRAM).
+``synth``, the parity design is synthesised beside the plain one (LUT/FF/BRAM);
+without, results already synthesised for the same designs are reported.
 Writes ``faults.json`` (atomically) and ``faults.png``; a disagreement raises
 `CheckFailed` after the summary is written.
 """
@@ -186,8 +187,11 @@ def _rtl_check(net: _Net, cfg: Config, run_dir: Path, *, draws: int, samples: in
             "all_match": all(r["bit_exact"] and r["counters_match"] and not r["failure"] for r in rows)}
 
 
-def _synth_cost(net: _Net, cfg: Config, run_dir: Path) -> dict[str, Any]:
-    """LUT/FF/BRAM of the plain design and of the one with parity, same schedule, yosys synth_xilinx."""
+def _synth_cost(net: _Net, cfg: Config, run_dir: Path, *, run: bool = True) -> dict[str, Any] | None:
+    """LUT/FF/BRAM of the plain design and of the one with parity, same schedule, yosys synth_xilinx.
+
+    ``run=False``: only results already synthesised for these very designs (None when missing).
+    """
     from apical.flows.synth import synthesize
     from apical.hw.faults import HardwareFaults, PEFaults, WeightWords, fault_verilog
 
@@ -211,6 +215,8 @@ def _synth_cost(net: _Net, cfg: Config, run_dir: Path) -> dict[str, Any]:
             if prev.get("key") == key:
                 out[name] = prev["resources"]
                 continue
+        if not run:
+            return None
         atomic_write(d / "apical_top.v", lambda f, t=text: f.write(t.encode()))
         out[name] = synthesize(d / "apical_top.v", top="apical_top", part=cfg.hardware.part,
                                build_dir=d / "build")["resources"]
@@ -320,8 +326,9 @@ def faults_run(
             summary["rtl_matches_golden"] &= summary["rtl_verilator"]["all_match"]
     else:
         summary["rtl_matches_golden"] = None
-    if synth:
-        summary["mitigation_cost"] = _synth_cost(nets[0], cfg, run_dir)
+    cost = _synth_cost(nets[0], cfg, run_dir, run=synth)
+    if cost is not None:
+        summary["mitigation_cost"] = cost
     _plot(summary, run_dir / "faults.png")
     summary["plot"] = "faults.png"
     atomic_write_json(run_dir / "faults.json", summary)
