@@ -164,3 +164,23 @@ def test_faults_command_on_a_run_directory(tmp_path: Path) -> None:
     assert (run / "faults.png").stat().st_size > 0
     again = faults_run(cfg, run, kinds=["damage", "seu"], rates=[0.2], draws=2, seed=1, rtl_draws=0)
     assert again["nets"][0]["kinds"]["damage"] == {"rates": [data["nets"][0]["kinds"]["damage"]["rates"][1]]}
+
+
+def test_cli_faults(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from apical.flows.cli import main
+    from apical.flows.flow import write_run_config
+    from apical.sw.config import load_config
+
+    ir = _ir(seed=12, kind="dense")
+    run = tmp_path / "run"
+    save_ir(ir, run / "ir")
+    inputs = random_inputs(np.random.default_rng(4), ir, 12)
+    np.savez(run / "test_vectors.npz", labels=run_golden(ir, inputs).classes, **inputs)
+    write_run_config(load_config(None), run)
+    assert main(["faults", str(run), "--kinds", "damage,stuck", "--rates", "0,0.5", "--draws", "2",
+                 "--rtl-draws", "0"]) == 0
+    data = json.loads((run / "faults.json").read_text())
+    assert set(data["nets"][0]["kinds"]) == {"damage", "stuck"} and data["draws"] == 2
+    assert main(["faults", str(run), "--kinds", "meteor"]) == 1
+    assert "kind must be one of" in capsys.readouterr().err
+    assert main(["faults", str(run), "--rates", "0,2"]) == 1
