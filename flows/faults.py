@@ -245,15 +245,17 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
                 if not rows:
                     continue
                 x = np.array([r["rate"] for r in rows])
-                xs = x if title == "damage" else np.where(x > 0, x, min(x[x > 0]) / 10)
+                xs = x
                 mean = np.array([r["accuracy"]["mean"] for r in rows])
                 lo = np.array([r["accuracy"]["min"] for r in rows])
                 hi = np.array([r["accuracy"]["max"] for r in rows])
                 c = colors[ni % len(colors)]
                 ax.plot(xs, mean, styles[k], color=c, marker="o", ms=3, label=f"{net['label']}: {k}")
                 ax.fill_between(xs, lo, hi, color=c, alpha=0.12)
-        if title != "damage":
-            ax.set_xscale("log")
+        rates = [r["rate"] for net in summary["nets"] for k in ks for r in net["kinds"].get(k, {}).get("rates", [])]
+        pos = [r for r in rates if r > 0]
+        if title != "damage" and pos:
+            ax.set_xscale("symlog", linthresh=min(pos))  # rate 0 stays on the axis
         ax.set_xlabel({"damage": "fraction of units (or sites) lost", "stuck": "stuck-at rate per activation bit",
                        "seu": "bit-flip rate per weight-memory bit"}[title])
         ax.set_ylabel("test accuracy")
