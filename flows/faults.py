@@ -193,19 +193,11 @@ def _synth_cost(net: _Net, cfg: Config, run_dir: Path, *, run: bool = True) -> d
     ``run=False``: only results already synthesised for these very designs (None when missing).
     """
     from apical.flows.synth import synthesize
-    from apical.hw.faults import (
-        FinaliserFaults,
-        HardwareFaults,
-        PEFaults,
-        WeightWords,
-        fault_verilog,
-    )
+    from apical.hw.faults import WeightWords, fault_verilog, parity_faults
 
     ww = WeightWords.of(net.ir, net.schedule, parity=True)
     out = {}
-    for name, hwf in (("plain", None), ("parity", HardwareFaults(
-            tuple(PEFaults(tuple(int(v) for v in w), ww.width, True, guard=False) for w in ww.words),
-            tuple(FinaliserFaults() for _ in ww.words)))):
+    for name, hwf in (("plain", None), ("parity", parity_faults(ww))):
         d = run_dir / "faults" / f"synth-{name}"
         d.mkdir(parents=True, exist_ok=True)
         if hwf is None:

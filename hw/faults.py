@@ -54,6 +54,7 @@ __all__ = [
     "fault_schedule",
     "fault_verilog",
     "hardware_faults",
+    "parity_faults",
     "seu_effects",
 ]
 
@@ -253,6 +254,12 @@ def hardware_faults(ir: IR, ww: WeightWords, flips: tuple[np.ndarray, ...] | Non
                 for p in range(P):
                     entries[p][(li, n)] = e
     return HardwareFaults(tuple(pes), tuple(FinaliserFaults(e) for e in entries))
+
+
+def parity_faults(ww: WeightWords) -> HardwareFaults:
+    """The parity mitigation alone (no upsets, no guard, no masks): the design whose cost is reported."""
+    return HardwareFaults(tuple(PEFaults(tuple(int(v) for v in w), ww.width, True, guard=False) for w in ww.words),
+                          tuple(FinaliserFaults() for _ in ww.words))
 
 
 def fault_verilog(ir: IR, schedule: Schedule, faults: HardwareFaults, *, queue_depth: int = 16) -> str:

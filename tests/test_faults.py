@@ -184,3 +184,17 @@ def test_cli_faults(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["faults", str(run), "--kinds", "meteor"]) == 1
     assert "kind must be one of" in capsys.readouterr().err
     assert main(["faults", str(run), "--rates", "0,2"]) == 1
+
+
+def test_parity_design_elaborates_with_wider_weight_words() -> None:
+    from apical.hw.faults import parity_faults
+    from apical.hw.generate import verilog_text
+
+    ir = _ir()
+    sched = fault_schedule(ir, 4)
+    ww = WeightWords.of(ir, sched, parity=True)
+    plain = WeightWords.of(ir, sched)
+    assert ww.width == plain.width + 1
+    text = fault_verilog(ir, sched, parity_faults(ww))
+    assert text != verilog_text(ir, 4, schedule=sched)
+    assert f"reg [{ww.width - 1}:0] weight_mem" in text or f"[{ww.width - 1}:0]" in text
