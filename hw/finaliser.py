@@ -107,8 +107,8 @@ class Finaliser(wiring.Component):
         for b, sm in ((0, sum0), (1, sum1)):
             dom += prods[b].eq(sm * mults[b] if mult_max != 1 else sm)
         dom += [v2.eq(v1), l2.eq(l1)]
-        kill_r, kill_c = Signal(), Signal()
         if flt is not None:
+            kill_r, kill_c = Signal(), Signal()
             dom += k2.eq(k1)
             m.d.sync += [k3.eq(k2), l3.eq(l2)]
             with m.Switch(l2):

@@ -125,9 +125,7 @@ class ProcessingElement(wiring.Component):
         s3_valid, s3_acc, s3_bank = Signal(), Signal(len(s2_acc)), Signal()
         s3_p = Signal(signed(s.weight_bits + s.value_bits))
         m.d.sync += [s3_valid.eq(s2_valid), s3_acc.eq(s2_acc), s3_bank.eq(s2_bank), s3_p.eq(s2_a * s2_b)]
-        in_region = Const(1)
-        if flt is not None and flt.guard:
-            in_region = self._region_guard(m, ptr, s3_acc)
+        in_region = self._region_guard(m, ptr, s3_acc) if flt is not None and flt.guard else None
 
         # S3: read-modify-write of the addressed accumulator bank (comb read, write at the edge).
         depth = s.acc_depth
@@ -141,7 +139,9 @@ class ProcessingElement(wiring.Component):
             rd = mem.read_port(domain="comb")
             fin_rd = mem.read_port(domain="comb")
             wr = mem.write_port()
-            hit = s3_valid & (s3_bank == bank) & in_region
+            hit = s3_valid & (s3_bank == bank)
+            if in_region is not None:
+                hit = hit & in_region
             old = Mux(valid.bit_select(s3_acc, 1), rd.data, 0)
             m.d.comb += [rd.addr.eq(s3_acc), wr.addr.eq(s3_acc), wr.data.eq(old + s3_p), wr.en.eq(hit)]
             setv = Signal(depth, name=f"set{bank}")
