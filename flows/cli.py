@@ -276,6 +276,33 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_faults(args: argparse.Namespace) -> int:
+    from apical.flows.faults import faults_run
+    from apical.flows.flow import run_lock
+
+    run_dir = Path(args.run_dir)
+    cfg = _run_dir_config(run_dir)
+    with run_lock(run_dir):
+        s = faults_run(
+            cfg, run_dir, kinds=_csv(args.kinds, str), rates=_csv(args.rates, float), draws=args.draws,
+            seed=args.seed, layers=_csv(args.layers, str), compare=[Path(c) for c in args.compare or ()],
+            rtl_draws=args.rtl_draws, rtl_samples=args.rtl_samples, simulator=args.simulator,
+            verilator_draws=args.verilator_draws, synth=args.synth,
+        )
+    _console().print(f"faults: {run_dir / 'faults.json'}, {run_dir / s['plot']}; "
+                     f"rtl_matches_golden={s['rtl_matches_golden']}")
+    return 0
+
+
+def _csv(text: str | None, conv: Any) -> list[Any] | None:
+    if not text:
+        return None
+    try:
+        return [conv(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ApicalError(f"not a comma-separated list of numbers: {text!r}") from None
+
+
 def cmd_steps(args: argparse.Namespace) -> int:
     from apical.flows.steps import STEPS
 
@@ -375,6 +402,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="extra setting: a YAML of config overrides (repeatable)")
     sp.add_argument("--threads", type=int, default=1, help="torch threads per training run (default 1)")
     sp.set_defaults(fn=cmd_compare)
+
+    sp = sub.add_parser("faults", help="accuracy under faults (golden), the same faults checked in RTL")
+    sp.add_argument("run_dir", help="run directory (exported)")
+    sp.add_argument("--kinds", help="comma-separated: damage,damage_r,damage_c,stuck,seu,seu_parity (default all)")
+    sp.add_argument("--rates", help="comma-separated rates for every kind (default: per kind)")
+    sp.add_argument("--draws", type=int, default=5, help="fault draws per kind and rate (default 5)")
+    sp.add_argument("--seed", type=int, help="seed of the fault draws (default: the config's seed)")
+    sp.add_argument("--layers", help="comma-separated layers for damage/stuck (default: all but the output)")
+    sp.add_argument("--compare", action="append", help="another exported run directory (repeatable)")
+    sp.add_argument("--rtl-draws", type=int, default=2, help="combined draws simulated in RTL (default 2)")
+    sp.add_argument("--rtl-samples", type=int, default=8, help="test samples per RTL draw (default 8)")
+    sp.add_argument("--simulator", choices=["icarus", "verilator"])
+    sp.add_argument("--verilator-draws", type=int, default=0, help="the first N RTL draws again on Verilator")
+    sp.add_argument("--synth", action="store_true", help="also synthesise the parity design (LUT/FF/BRAM cost)")
+    sp.set_defaults(fn=cmd_faults)
 
     sp = sub.add_parser("steps", help="list the steps of the flow")
     sp.set_defaults(fn=cmd_steps)

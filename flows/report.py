@@ -41,6 +41,7 @@ SUMMARIES: tuple[str, ...] = (
     "energy.json",
     "synth.json",
     "bitstream.json",
+    "faults.json",
 )
 NOT_RUN = "not run"
 
@@ -459,6 +460,29 @@ def _energy(energy: dict[str, Any] | None) -> _Section:
     return s
 
 
+def _faults(run_dir: Path, faults: dict[str, Any] | None) -> _Section:
+    """`apical faults`: accuracy (mean and min over draws) per net, kind and rate; RTL check; parity cost."""
+    s = _Section("Resilience (apical faults)", faults is not None)
+    if faults is None:
+        return s
+    s.row("RTL with faults == golden with faults", faults.get("rtl_matches_golden"))
+    s.row("fault draws per point", faults.get("draws"))
+    for net in faults.get("nets") or []:
+        for kind, entry in (net.get("kinds") or {}).items():
+            rows = entry.get("rates") if isinstance(entry, dict) else None
+            if rows:
+                s.row(f"{net.get('label')}: {kind} (rate: mean / min)", ", ".join(
+                    f"{r['rate']:g}: {100 * r['accuracy']['mean']:.1f} / {100 * r['accuracy']['min']:.1f} %"
+                    for r in rows))
+    cost = faults.get("mitigation_cost")
+    if isinstance(cost, dict) and isinstance(cost.get("delta"), dict):
+        s.row("parity cost (resources added)", cost["delta"])
+    img = run_dir / str(faults.get("plot") or "faults.png")
+    if img.is_file():
+        s.plots.append(("Accuracy under faults", base64.b64encode(img.read_bytes()).decode("ascii")))
+    return s
+
+
 def _timings(flow: dict[str, Any] | None) -> _Section:
     s = _Section("Flow", flow is not None)
     if flow is None:
@@ -550,6 +574,7 @@ def write_report(run_dir: Path) -> dict[str, Any]:
         _hardware(cfg, data["rtl.json"], data["sim.json"], energy, data["bitstream.json"]),
         _resources(data["synth.json"], data["bitstream.json"]),
         _energy(energy),
+        _faults(run_dir, data["faults.json"]),
         _timings(data["flow.json"]),
     ]
     title = str(cfg.get("name") or run_dir.name)

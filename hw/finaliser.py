@@ -13,6 +13,8 @@ raw output lane value (``act_bits`` two's complement).
 
 from __future__ import annotations
 
+from typing import Any
+
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -41,12 +43,14 @@ def finaliser_in_bits(schedule: Schedule) -> int:
 
 
 class Finaliser(wiring.Component):
-    def __init__(self, schedule: Schedule, index: int):
+    def __init__(self, schedule: Schedule, index: int, *, faults: Any = None):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"Finaliser: schedule must be a Schedule, got {type(schedule).__name__}")
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < schedule.pes:
             raise ValueError(f"Finaliser: index must be in [0, {schedule.pes}), got {index!r}")
         self._s, self._index = schedule, index
+        # apical.hw.faults.FinaliserFaults of a fault-injection build (lost sites, output masks), else None
+        self._faults = faults if faults is not None and faults.entries else None
         in_bits = finaliser_in_bits(schedule)
         super().__init__({
             "valid": In(1),
@@ -80,11 +84,23 @@ class Finaliser(wiring.Component):
         v1, l1 = Signal(), Signal(range(len(s.layers)))
         m.d.sync += [sum0.eq(self.acc0 + b_rd.data.b0), sum1.eq(self.acc1 + b_rd.data.b1),
                      v1.eq(self.valid), l1.eq(self.layer)]
+        flt = self._faults
+        if flt is not None:
+            k1 = Signal(len(self.k), name="fk1")
+            m.d.sync += k1.eq(self.k)
         if s.rq_mult_bits:
-            return self._per_neuron(m, b_rd.addr, (sum0, sum1), v1, l1, in_bits)
+            prods, prod_bits, v2, l2, dom = self._per_neuron(m, b_rd.addr, (sum0, sum1), v1, l1, in_bits)
+        else:
+            prods, prod_bits, v2, l2, dom = self._shared_multiplier(m, (sum0, sum1), v1, l1, in_bits)
+        kills = None
+        if flt is not None:
+            kills = self._fault_stage(m, dom, k1, l2)
+        return self._finalise(m, prods, prod_bits, v2, l2, kills)
 
-        # F1 -> F2: multiply by the site's multiplier (one shared multiplier per bank,
-        # registered, so the requantiser after it is shift/round/clamp only).
+    def _shared_multiplier(self, m: Module, sums, v1, l1, in_bits: int):
+        """F1 -> F2: multiply by the site's multiplier (one shared multiplier per bank,
+        registered, so the requantiser after it is shift/round/clamp only)."""
+        s = self._s
         mult_max = max(sp.multiplier for lp in s.layers for sp in lp.sites)
         mult_bits = bits_for(mult_max)
         prod_bits = in_bits + 1 + mult_bits + 1
@@ -99,13 +115,29 @@ class Finaliser(wiring.Component):
         # Power-of-two scales (every multiplier 1) need no multiply: no F1 register, so
         # the next layer can start reading this one's outputs a cycle earlier.
         dom = m.d.sync if mult_max != 1 else m.d.comb
-        for b, sm in ((0, sum0), (1, sum1)):
+        for b, sm in enumerate(sums):
             dom += prods[b].eq(sm * mults[b] if mult_max != 1 else sm)
         dom += [v2.eq(v1), l2.eq(l1)]
+        return prods, prod_bits, v2, l2, dom
 
-        return self._finalise(m, prods, prod_bits, v2, l2)
+    def _fault_stage(self, m: Module, dom, k1, l2) -> tuple:
+        """Fault builds: the slot index beside F2 (``dom``: that stage's domain) and F3, and
+        which sites of the unit at F2 are lost (a lost site feeds 0 to the table)."""
+        k2, k3 = Signal(len(self.k), name="fk2"), Signal(len(self.k), name="fk3")
+        l3 = Signal(len(self.layer))
+        kill_r, kill_c = Signal(), Signal()
+        dom += k2.eq(k1)
+        m.d.sync += [k3.eq(k2), l3.eq(l2)]
+        with m.Switch(l2):
+            for li in range(len(self._s.layers)):
+                with m.Case(li), m.Switch(k2):
+                    for (fl, fk), (kr, kc, _, _) in self._faults.entries.items():
+                        if fl == li and (kr or kc):
+                            with m.Case(fk):
+                                m.d.comb += [kill_r.eq(kr), kill_c.eq(kc)]
+        return kill_r, kill_c, l3, k3
 
-    def _per_neuron(self, m: Module, addr, sums, v1, l1, in_bits: int) -> Module:
+    def _per_neuron(self, m: Module, addr, sums, v1, l1, in_bits: int):
         """F1 as a multiply-add with the slot's multiplier and offset (read with the bias)."""
         s = self._s
         img = self._s.images[self._index]
@@ -122,11 +154,14 @@ class Finaliser(wiring.Component):
         v2, l2 = Signal(), Signal(range(len(s.layers)))
         m.d.sync += [prods[0].eq(sums[0] * regs.m0 + regs.o0), prods[1].eq(sums[1] * regs.m1 + regs.o1),
                      v2.eq(v1), l2.eq(l1)]
-        return self._finalise(m, prods, prod_bits, v2, l2)
+        return prods, prod_bits, v2, l2, m.d.sync
 
-    def _finalise(self, m: Module, prods, prod_bits: int, v2, l2) -> Module:
-        """F2 -> F3: requantise with layer constants, address the table."""
+    def _finalise(self, m: Module, prods, prod_bits: int, v2, l2, kills) -> Module:
+        """F2 -> F3: requantise with layer constants, address the table (``kills``: fault builds)."""
         s = self._s
+        flt = self._faults
+        if kills is not None:
+            kill_r, kill_c, l3, k3 = kills
         v3, two_point, d3 = Signal(), Signal(), Signal(unsigned(s.act_bits))
         t_addr = Signal(range(max(2, len(s.table))))
         for li, lp in enumerate(s.layers):
@@ -140,8 +175,11 @@ class Finaliser(wiring.Component):
             with m.If(l2 == li):
                 if lp.kind == "two_point":
                     r_sp, c_sp = lp.sites
-                    c_off = rqs[1].o - int_range(c_sp.bits, c_sp.signed)[0]
-                    r_off = rqs[0].o - int_range(r_sp.bits, r_sp.signed)[0]
+                    # A lost site (fault builds) feeds 0 to the table.
+                    r_val = Mux(kill_r, 0, rqs[0].o) if flt is not None else rqs[0].o
+                    c_val = Mux(kill_c, 0, rqs[1].o) if flt is not None else rqs[1].o
+                    c_off = c_val - int_range(c_sp.bits, c_sp.signed)[0]
+                    r_off = r_val - int_range(r_sp.bits, r_sp.signed)[0]
                     m.d.comb += t_addr.eq(lp.table_base + (r_off << c_sp.bits) + c_off)
                     m.d.sync += two_point.eq(1)
                 else:
@@ -152,8 +190,30 @@ class Finaliser(wiring.Component):
                                                         init=list(s.table))
             t_rd = table_mem.read_port()
             m.d.comb += t_rd.addr.eq(t_addr)
-            m.d.comb += self.out_data.eq(Mux(two_point, t_rd.data, d3))
+            lane = Mux(two_point, t_rd.data, d3)
         else:
-            m.d.comb += self.out_data.eq(d3)
+            lane = d3
+        if flt is None:
+            m.d.comb += self.out_data.eq(lane)
+        else:
+            m.d.comb += self.out_data.eq(self._masked(m, lane, l3, k3))
         m.d.comb += self.out_valid.eq(v3)
         return m
+
+    def _masked(self, m: Module, lane, layer, k) -> Signal:
+        """Fault builds: the output lane with its unit's and/or masks applied to the stored
+        ``out_bits`` (damage: all cleared; stuck-at bits), re-extended to the lane width."""
+        s = self._s
+        out = Signal(unsigned(s.act_bits), name="masked")
+        m.d.comb += out.eq(lane)
+        with m.Switch(layer):
+            for li, lp in enumerate(s.layers):
+                with m.Case(li), m.Switch(k):
+                    for (fl, fk), (_, _, am, om) in self._faults.entries.items():
+                        if fl != li or (am == (1 << lp.out_bits) - 1 and om == 0):
+                            continue
+                        with m.Case(fk):
+                            v = Signal(unsigned(lp.out_bits), name=f"fv_{li}_{fk}")
+                            m.d.comb += v.eq((lane[:lp.out_bits] & am) | om)
+                            m.d.comb += out.eq(v.as_signed() if lp.out_signed else v)
+        return out

@@ -17,6 +17,8 @@ needed, also after reset. The finaliser reads accumulators through ``fin_*``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.memory import Memory
@@ -32,7 +34,7 @@ class ProcessingElement(wiring.Component):
     """PE ``index`` of ``schedule``; memory contents come from ``schedule.images[index]``."""
 
     def __init__(self, schedule: Schedule, index: int, *, queue_depth: int = 16, fin_ports: int = 1,
-                 slots: int = 1):
+                 slots: int = 1, faults: Any = None):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"ProcessingElement: schedule must be a Schedule, got {type(schedule).__name__}")
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < schedule.pes:
@@ -45,6 +47,7 @@ class ProcessingElement(wiring.Component):
             raise ValueError(f"ProcessingElement: slots must be an integer >= 1, got {slots!r}")
         self._s, self._index, self._qdepth, self._fin_ports = schedule, index, queue_depth, fin_ports
         self._slots = slots
+        self._faults = faults  # apical.hw.faults.PEFaults of a fault-injection build, else None
         s = schedule
         # A second finalisation read port lets synapse-partitioned layers reduce two
         # neurons a cycle (two adder trees in the top).
@@ -82,8 +85,13 @@ class ProcessingElement(wiring.Component):
         m.submodules.index_mem = index_mem = Memory(
             shape=self.ix_layout, depth=s.index_depth,
             init=[{"start": a, "count": n} for a, n in img.index])
-        w_init = [{"acc": a, "bank": b, "weight": w} for a, b, w in img.weights] or [{"acc": 0, "bank": 0, "weight": 0}]
-        m.submodules.weight_mem = weight_mem = Memory(shape=self.w_layout, depth=len(w_init), init=w_init)
+        flt = self._faults
+        if flt is None:
+            w_init = [{"acc": a, "bank": b, "weight": w} for a, b, w in img.weights] or [{"acc": 0, "bank": 0, "weight": 0}]
+            m.submodules.weight_mem = weight_mem = Memory(shape=self.w_layout, depth=len(w_init), init=w_init)
+        else:
+            w_raw = list(flt.words) or [0]
+            m.submodules.weight_mem = weight_mem = Memory(shape=unsigned(flt.width), depth=len(w_raw), init=w_raw)
         m.submodules.acc0 = acc0 = Memory(shape=signed(s.acc_bits), depth=s.acc_depth, init=[])
         m.submodules.acc1 = acc1 = Memory(shape=signed(s.acc_bits), depth=s.acc_depth, init=[])
 
@@ -137,13 +145,19 @@ class ProcessingElement(wiring.Component):
         m.d.comb += w_rd.addr.eq(ptr)
         s1_valid, s1_val = Signal(), Signal(signed(s.value_bits))
         m.d.sync += [s1_valid.eq(active), s1_val.eq(val)]
-        s2_valid, s2_acc, s2_bank = Signal(), Signal(len(w_rd.data.acc)), Signal()
+        word = w_rd.data if flt is None else self.w_layout(w_rd.data[:self.w_layout.size])
+        weight = word.weight
+        if flt is not None and flt.parity:
+            # Detect-and-skip: a word failing its even parity contributes nothing.
+            weight = Mux(w_rd.data.xor(), 0, word.weight)
+        s2_valid, s2_acc, s2_bank = Signal(), Signal(len(word.acc)), Signal()
         s2_a, s2_b = Signal(signed(s.weight_bits)), Signal(signed(s.value_bits))
-        m.d.sync += [s2_valid.eq(s1_valid), s2_acc.eq(w_rd.data.acc), s2_bank.eq(w_rd.data.bank),
-                     s2_a.eq(w_rd.data.weight), s2_b.eq(s1_val)]
+        m.d.sync += [s2_valid.eq(s1_valid), s2_acc.eq(word.acc), s2_bank.eq(word.bank),
+                     s2_a.eq(weight), s2_b.eq(s1_val)]
         s3_valid, s3_acc, s3_bank = Signal(), Signal(len(s2_acc)), Signal()
         s3_p = Signal(signed(s.weight_bits + s.value_bits))
         m.d.sync += [s3_valid.eq(s2_valid), s3_acc.eq(s2_acc), s3_bank.eq(s2_bank), s3_p.eq(s2_a * s2_b)]
+        in_region = self._region_guard(m, ptr, s3_acc) if flt is not None and flt.guard else None
 
         # S3: read-modify-write of the addressed accumulator bank (comb read, write at the edge).
         depth = s.acc_depth
@@ -158,6 +172,8 @@ class ProcessingElement(wiring.Component):
             fin_rd = mem.read_port(domain="comb")
             wr = mem.write_port()
             hit = s3_valid & (s3_bank == bank)
+            if in_region is not None:
+                hit = hit & in_region
             old = Mux(valid.bit_select(s3_acc, 1), rd.data, 0)
             m.d.comb += [rd.addr.eq(s3_acc), wr.addr.eq(s3_acc), wr.data.eq(old + s3_p), wr.en.eq(hit)]
             setv = Signal(depth, name=f"set{bank}")
@@ -179,3 +195,21 @@ class ProcessingElement(wiring.Component):
             self.update.eq(s3_valid),
         ]
         return m
+
+    def _region_guard(self, m: Module, ptr: Signal, s3_acc: Signal) -> Signal:
+        """Fault builds: 1 when ``s3_acc`` lies in the accumulator region of the layer whose weights
+        ``ptr`` walked (two cycles earlier), so a corrupted address never reaches another layer."""
+        s = self._s
+        starts, total = [], 0
+        for lp in s.layers:
+            starts.append(total)
+            total += lp.syn_per_pe[self._index]
+        region = Signal()
+        # Layers alternate regions: the region is the parity of the layer index of `ptr`.
+        m.d.comb += region.eq(sum((ptr >= b for b in starts[1:]), Const(0, unsigned(8)))[0])
+        r1, r2, r3 = Signal(), Signal(), Signal()
+        m.d.sync += [r1.eq(region), r2.eq(r1), r3.eq(r2)]
+        h = s.acc_half
+        ok = Signal()
+        m.d.comb += ok.eq(Mux(r3, (s3_acc >= h) & (s3_acc < 2 * h), s3_acc < h))
+        return ok

@@ -31,6 +31,8 @@ accumulator valid bits.
 
 from __future__ import annotations
 
+from typing import Any
+
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.hdl import Const as C
 from amaranth.lib import wiring
@@ -65,7 +67,8 @@ def stream_widths(ir: IR) -> tuple[int, int]:
 class ApicalTop(wiring.Component):
     """The accelerator for one IR on ``pes`` processing elements (domain ``sync``)."""
 
-    def __init__(self, ir: IR, pes: int, *, queue_depth: int = 16, schedule: Schedule | None = None):
+    def __init__(self, ir: IR, pes: int, *, queue_depth: int = 16, schedule: Schedule | None = None,
+                 faults: Any = None):
         if not isinstance(ir, IR):
             raise TypeError(f"ApicalTop: ir must be an IR, got {type(ir).__name__}")
         if isinstance(pes, bool) or not isinstance(pes, int):
@@ -77,6 +80,7 @@ class ApicalTop(wiring.Component):
         if schedule is not None and (not isinstance(schedule, Schedule) or schedule.pes != pes):
             raise ValueError(f"ApicalTop: schedule must be a Schedule compiled for pes={pes}")
         self._ir, self._pes, self._qdepth = ir, pes, queue_depth
+        self._faults = faults  # apical.hw.faults.HardwareFaults: a fault-injection build (None: none)
         self.schedule = schedule if schedule is not None else compile_schedule(ir, pes)
         in_w, out_w = stream_widths(ir)
         ports = {
@@ -116,9 +120,10 @@ class ApicalTop(wiring.Component):
         dual = P % 2 == 0 and any(lp.mode == "synapse" for lp in s.layers)
         pes, fins = [], []
         for p in range(P):
+            flt = self._faults
             pe = ProcessingElement(s, p, queue_depth=self._qdepth, fin_ports=2 if dual else 1,
-                                   slots=scanner.issue)
-            fin = Finaliser(s, p)
+                                   slots=scanner.issue, faults=flt.pes[p] if flt is not None else None)
+            fin = Finaliser(s, p, faults=flt.finalisers[p] if flt is not None else None)
             m.submodules[f"pe{p}"] = pe
             m.submodules[f"fin{p}"] = fin
             for j in range(scanner.issue):

@@ -30,7 +30,7 @@ def full_run(tmp_path: Path) -> tuple[Path, dict, list]:
     np.savez(run / "test_vectors.npz", **inputs, labels=np.zeros(24, dtype=np.int64))
     bir = random_ir(rng, kind="dense", layers=2)
     save_ir(bir, run / "baseline" / "ir")
-    np.savez(run / "baseline" / "test_vectors.npz", **random_inputs(rng, bir, 24))
+    np.savez(run / "baseline" / "test_vectors.npz", **random_inputs(rng, bir, 24), labels=np.zeros(24, dtype=np.int64))
     tot = run_golden(ir, inputs).total_counts()
     idx = [0, 3, 7]
     cycles = [11, 13, 17]
@@ -64,6 +64,9 @@ def full_run(tmp_path: Path) -> tuple[Path, dict, list]:
     fig.savefig(run / "curves.png")
     plt.close(fig)
     energy = energy_run(load_config(), run, table="horowitz-45nm")
+    from apical.flows.faults import faults_run
+
+    faults_run(load_config(), run, kinds=["damage"], rates=[0.0, 0.5], draws=1, rtl_draws=0)
     return run, energy, list(ir.layers)
 
 
