@@ -60,8 +60,11 @@ __all__ = [
 
 
 def fault_schedule(ir: IR, pes: int) -> Schedule:
-    """The schedule fault campaigns use: no replicated fan-outs (see the module docstring)."""
-    return compile_schedule(ir, pes, replicate_budget=0)
+    """The schedule fault campaigns use: no replicated fan-outs (see the module docstring), and one
+    PE per neuron (``max_group=1``): a neuron's accumulator then lives in one PE at its slot, so a
+    redirected address names exactly one other unit and the finaliser lane of neuron ``n`` is the
+    lane of its stored position."""
+    return compile_schedule(ir, pes, replicate_budget=0, max_group=1)
 
 
 @dataclass(frozen=True, eq=False)
