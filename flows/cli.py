@@ -248,6 +248,10 @@ def _import_locked(args: argparse.Namespace, src: Path, run_dir: Path) -> int:
         f"imported {src} -> {run_dir / 'ir'} ({len(summary.get('layers', []))} layers); "
         f"test vectors: {vec['test_vectors']}, {vec['samples']} samples"
     )
+    kinds = ", ".join(f"{la['name']}: {la['requant']}" for la in summary.get("layers", []))
+    _console().print(f"requantisation ({'exact' if summary.get('exact') else 'measured'}): {kinds}")
+    for note in summary.get("notes", []):
+        _console().print(f"note: {note}")
     return 0
 
 
@@ -359,7 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="run directory")
     sp.add_argument("--overwrite", action="store_true", help="replace an existing IR")
     _old_force(sp)
-    sp.add_argument("--inputs", help=".npz of integer inputs, one array [N, size] per IR input name")
+    sp.add_argument("--inputs", help=".npz (one array [N, size] per IR input name) or .npy: integer codes, "
+                    "or float data quantised with the model's input quantizer (docs/qonnx.md)")
     sp.set_defaults(fn=cmd_import)
 
     sp = sub.add_parser("compare", help="train every variant and its point baselines on N seeds; compare.json")

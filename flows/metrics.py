@@ -29,14 +29,16 @@ def footprint(schedule: Schedule) -> dict[str, int]:
     weight memories (one accumulator address + bank + weight entry per stored
     synapse, replicated fan-outs included), the fan-out index memories, the
     bias memories, the event mask and the two-point tables. Each part is
-    rounded up to whole bytes. Requantisation shifts and multipliers are
-    constants in the logic, not memory.
+    rounded up to whole bytes. Requantisation shifts and per-layer multipliers
+    are constants in the logic, not memory; per-neuron multipliers and offsets
+    (imported float/per-channel/BatchNorm models) live in the requant memory
+    beside the biases and are counted with them.
     """
     mem = schedule.memories()
     parts = {
         "weights_bytes": math.ceil(mem["weight"].bits / 8),
         "pointers_bytes": math.ceil((mem["index"].bits + mem["event_mask"].bits) / 8),
-        "biases_bytes": math.ceil(mem["bias"].bits / 8),
+        "biases_bytes": math.ceil((mem["bias"].bits + (mem["requant"].bits if "requant" in mem else 0)) / 8),
         "tables_bytes": math.ceil(mem["table"].bits / 8) if "table" in mem else 0,
     }
     return {"footprint_bytes": sum(parts.values()), "synapse_word_bits": mem["weight"].width, **parts}

@@ -3,7 +3,9 @@
 Pipeline of three registers: F0 adds the slot's bias (bias memory, per layer
 a region) to the accumulator sum it is given; F1 multiplies by the site's
 requantisation multiplier (one registered multiplier per bank; the stage is
-left out when every multiplier is 1); F2 shifts, rounds, applies relu and saturates with the
+left out when every multiplier is 1), or, when the IR has per-neuron
+requantisation, by the slot's multiplier and adds its offset (multiply-add,
+the DSP48E2's C port), both read from the requant memory beside the biases; F2 shifts, rounds, applies relu and saturates with the
 layer's constants (`Requantizer`) and, for two-point layers, addresses the
 modulation table at ``(r - r_min) * 2**c_bits + (c - c_min)``; F3 presents the
 raw output lane value (``act_bits`` two's complement).
@@ -11,14 +13,13 @@ raw output lane value (``act_bits`` two's complement).
 
 from __future__ import annotations
 
-import math
-
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for, ceil_log2
 
-from apical.hw.layouts import bias_layout
+from apical.hw.layouts import bias_layout, requant_layout
 from apical.hw.requant import Requantizer
 from apical.hw.schedule import Schedule
 from apical.sw.ir import int_range
@@ -31,12 +32,12 @@ LATENCY = 3  # the most cycles from valid in to out_valid (see `finaliser_latenc
 def finaliser_latency(schedule: Schedule) -> int:
     """Cycles from ``valid`` to ``out_valid``: F1 is left out when every multiplier is 1."""
     mult_max = max(sp.multiplier for lp in schedule.layers for sp in lp.sites)
-    return LATENCY if mult_max != 1 else LATENCY - 1
+    return LATENCY if mult_max != 1 or schedule.rq_mult_bits else LATENCY - 1
 
 
 def finaliser_in_bits(schedule: Schedule) -> int:
     """Width of the accumulator sums a finaliser takes (room for the adder tree over PEs)."""
-    return schedule.acc_bits + max(1, math.ceil(math.log2(schedule.pes))) + 1
+    return schedule.acc_bits + max(1, ceil_log2(schedule.pes)) + 1
 
 
 class Finaliser(wiring.Component):
@@ -79,11 +80,13 @@ class Finaliser(wiring.Component):
         v1, l1 = Signal(), Signal(range(len(s.layers)))
         m.d.sync += [sum0.eq(self.acc0 + b_rd.data.b0), sum1.eq(self.acc1 + b_rd.data.b1),
                      v1.eq(self.valid), l1.eq(self.layer)]
+        if s.rq_mult_bits:
+            return self._per_neuron(m, b_rd.addr, (sum0, sum1), v1, l1, in_bits)
 
         # F1 -> F2: multiply by the site's multiplier (one shared multiplier per bank,
         # registered, so the requantiser after it is shift/round/clamp only).
         mult_max = max(sp.multiplier for lp in s.layers for sp in lp.sites)
-        mult_bits = max(1, mult_max.bit_length())
+        mult_bits = bits_for(mult_max)
         prod_bits = in_bits + 1 + mult_bits + 1
         prods = [Signal(signed(prod_bits), name=f"prod{b}") for b in (0, 1)]
         mults = [Signal(unsigned(mult_bits), name=f"mult{b}") for b in (0, 1)]
@@ -100,14 +103,37 @@ class Finaliser(wiring.Component):
             dom += prods[b].eq(sm * mults[b] if mult_max != 1 else sm)
         dom += [v2.eq(v1), l2.eq(l1)]
 
-        # F2 -> F3: requantise with layer constants, address the table.
+        return self._finalise(m, prods, prod_bits, v2, l2)
+
+    def _per_neuron(self, m: Module, addr, sums, v1, l1, in_bits: int) -> Module:
+        """F1 as a multiply-add with the slot's multiplier and offset (read with the bias)."""
+        s = self._s
+        img = self._s.images[self._index]
+        layout = requant_layout(s.rq_mult_bits, s.rq_offset_bits)
+        m.submodules.requant_mem = rq_mem = Memory(
+            shape=layout, depth=max(1, s.bias_depth),
+            init=[{"m0": m0, "o0": o0, "m1": m1, "o1": o1} for m0, o0, m1, o1 in img.requant])
+        rq_rd = rq_mem.read_port(domain="comb")
+        m.d.comb += rq_rd.addr.eq(addr)
+        regs = Signal(layout)  # registered with the sums, so F1 sees the slot's own values
+        m.d.sync += regs.eq(rq_rd.data)
+        prod_bits = max(in_bits + 1 + s.rq_mult_bits + 1, s.rq_offset_bits) + 1
+        prods = [Signal(signed(prod_bits), name=f"prod{b}") for b in (0, 1)]
+        v2, l2 = Signal(), Signal(range(len(s.layers)))
+        m.d.sync += [prods[0].eq(sums[0] * regs.m0 + regs.o0), prods[1].eq(sums[1] * regs.m1 + regs.o1),
+                     v2.eq(v1), l2.eq(l1)]
+        return self._finalise(m, prods, prod_bits, v2, l2)
+
+    def _finalise(self, m: Module, prods, prod_bits: int, v2, l2) -> Module:
+        """F2 -> F3: requantise with layer constants, address the table."""
+        s = self._s
         v3, two_point, d3 = Signal(), Signal(), Signal(unsigned(s.act_bits))
         t_addr = Signal(range(max(2, len(s.table))))
         for li, lp in enumerate(s.layers):
             rqs = []
             for sp in lp.sites:
                 rq = Requantizer(in_bits=prod_bits, shift=sp.shift, multiplier=1,
-                                 relu=sp.relu, bits=sp.bits, signed_out=sp.signed)
+                                 relu=sp.relu, bits=sp.bits, signed_out=sp.signed, narrow=sp.narrow)
                 m.submodules[f"rq_{lp.name}_{sp.name}"] = rq
                 m.d.comb += rq.i.eq(prods[sp.bank])
                 rqs.append(rq)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
+
+from amaranth.utils import ceil_log2
 
 from apical.sw.errors import ApicalError
 from apical.sw.ir import IR
@@ -39,7 +40,7 @@ def check_datapath(ir: IR, pes: int) -> None:
     """Widths against the multiplier, accumulator and table the datapath implements."""
     if isinstance(pes, bool) or not isinstance(pes, int) or pes < 1:
         raise ApicalError(f"hardware: pes: must be an integer >= 1, got {pes!r}")
-    tree_bits = max(1, math.ceil(math.log2(pes)))
+    tree_bits = max(1, ceil_log2(pes))
     value_bits = max(t.bits for t in ir.inputs) + 1
     for layer in ir.layers:
         value_bits = max(value_bits, layer.out_bits + 1)

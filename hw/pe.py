@@ -1,8 +1,11 @@
 """Processing element: event queue, fan-out walker, one multiply-accumulate per cycle.
 
-Events (index-memory address, activation value) arrive on a stream into a
-per-PE queue, so PEs are decoupled and balance over the whole layer. For each
-event the PE reads the input's fan-out range from its index memory and walks
+Events (index-memory address, activation value) arrive on ``slots`` streams,
+one per scanner issue slot, each into a queue of its own, so the scanner can
+hand a PE several events a cycle and PEs are decoupled and balance over the
+whole layer. The PE takes the queues' heads round robin; for each event it
+reads the input's fan-out range from its index memory (a registered read in
+a next-event stage) and walks
 its weight memory, one synapse per cycle, back to back across events. The
 multiplier has registered inputs and output (maps to one DSP48E2). Two
 accumulator banks (main/r and c) are read-modify-written in one stage, so
@@ -14,7 +17,7 @@ needed, also after reset. The finaliser reads accumulators through ``fin_*``.
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -28,7 +31,8 @@ __all__ = ["ProcessingElement"]
 class ProcessingElement(wiring.Component):
     """PE ``index`` of ``schedule``; memory contents come from ``schedule.images[index]``."""
 
-    def __init__(self, schedule: Schedule, index: int, *, queue_depth: int = 16, fin_ports: int = 1):
+    def __init__(self, schedule: Schedule, index: int, *, queue_depth: int = 16, fin_ports: int = 1,
+                 slots: int = 1):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"ProcessingElement: schedule must be a Schedule, got {type(schedule).__name__}")
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < schedule.pes:
@@ -37,7 +41,10 @@ class ProcessingElement(wiring.Component):
             raise ValueError(f"ProcessingElement: queue_depth must be an integer >= 2, got {queue_depth!r}")
         if fin_ports not in (1, 2):
             raise ValueError(f"ProcessingElement: fin_ports must be 1 or 2, got {fin_ports!r}")
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+            raise ValueError(f"ProcessingElement: slots must be an integer >= 1, got {slots!r}")
         self._s, self._index, self._qdepth, self._fin_ports = schedule, index, queue_depth, fin_ports
+        self._slots = slots
         s = schedule
         # A second finalisation read port lets synapse-partitioned layers reduce two
         # neurons a cycle (two adder trees in the top).
@@ -47,10 +54,11 @@ class ProcessingElement(wiring.Component):
         self.w_layout = weight_layout(s.acc_depth, s.weight_bits)
         self.ix_layout = index_layout(s.weight_depth, s.max_fanout)
         super().__init__({
-            "event": In(stream.Signature(self.ev_layout)),
+            # One queue per scanner issue slot: up to `slots` events a cycle reach this PE.
+            "event": In(stream.Signature(self.ev_layout)).array(slots),
             "busy": Out(1),
             "busy_front": Out(1),  # busy other than the last accumulator write (S3)
-            "level": Out(range(queue_depth + 1)),  # events waiting in the queue
+            "level": Out(range(slots * queue_depth + 1)),  # events waiting in the queues
             "issue": Out(1),  # a weight read was issued this cycle
             "read": Out(1),  # weight data arrived this cycle
             "update": Out(1),  # an accumulator was written this cycle
@@ -64,7 +72,13 @@ class ProcessingElement(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         s, img = self._s, self._s.images[self._index]
-        m.submodules.queue = queue = fifo.SyncFIFO(width=self.ev_layout.size, depth=self._qdepth)
+        queues = []
+        for j in range(self._slots):
+            q = fifo.SyncFIFO(width=self.ev_layout.size, depth=self._qdepth)
+            m.submodules[f"queue{j}"] = q
+            m.d.comb += [q.w_en.eq(self.event[j].valid), q.w_data.eq(self.event[j].payload),
+                         self.event[j].ready.eq(q.w_rdy)]
+            queues.append(q)
         m.submodules.index_mem = index_mem = Memory(
             shape=self.ix_layout, depth=s.index_depth,
             init=[{"start": a, "count": n} for a, n in img.index])
@@ -73,26 +87,45 @@ class ProcessingElement(wiring.Component):
         m.submodules.acc0 = acc0 = Memory(shape=signed(s.acc_bits), depth=s.acc_depth, init=[])
         m.submodules.acc1 = acc1 = Memory(shape=signed(s.acc_bits), depth=s.acc_depth, init=[])
 
-        m.d.comb += [
-            queue.w_en.eq(self.event.valid),
-            queue.w_data.eq(self.event.payload),
-            self.event.ready.eq(queue.w_rdy),
-        ]
-        head = self.ev_layout(queue.r_data)
+        # The next event comes from the first non-empty queue at or after `rr` (round robin:
+        # no queue waits behind busy neighbours, so no scanner slot stalls for long).
+        k = self._slots
+        rr = Signal(range(max(k, 2)))
+        pick = Signal(range(max(k, 2)))
+        any_ready = Signal()
+        m.d.comb += any_ready.eq(Cat(q.r_rdy for q in queues).any())
+        with m.Switch(rr):
+            for r in range(k):
+                with m.Case(r):
+                    for j in reversed([(r + o) % k for o in range(k)]):
+                        with m.If(queues[j].r_rdy):
+                            m.d.comb += pick.eq(j)
+        head = self.ev_layout(Array(q.r_data for q in queues)[pick])
 
-        # Walker: the next event's range is loaded while the last synapse of the current one issues.
-        ix_rd = index_mem.read_port(domain="comb")
+        # Next-event stage: an event leaves its queue into `nxt` while its fan-out range is
+        # read from the index memory (a registered read), so the walker below loads ready
+        # values: the queue, the index memory and the walker are three short paths.
+        ix_rd = index_mem.read_port()
         ix = ix_rd.data
+        nxt_valid, nxt_val = Signal(), Signal(signed(s.value_bits))
         ptr = Signal(len(ix.start))
         end = Signal(len(ix.start))
         val = Signal(signed(s.value_bits))
         active = Signal()
         last = (ptr + 1) == end
-        take = ~active | last
-        m.d.comb += ix_rd.addr.eq(head.addr)
-        with m.If(take & queue.r_rdy):
-            m.d.comb += queue.r_en.eq(1)
-            m.d.sync += [ptr.eq(ix.start), end.eq(ix.start + ix.count), val.eq(head.value),
+        take = ~active | last  # the walker takes the next event this cycle
+        pop = Signal()
+        m.d.comb += [pop.eq(any_ready & (~nxt_valid | take)), ix_rd.addr.eq(head.addr), ix_rd.en.eq(pop)]
+        with m.If(pop):
+            for j, q in enumerate(queues):
+                m.d.comb += q.r_en.eq(pick == j)
+            m.d.sync += [rr.eq(Mux(pick == k - 1, 0, pick + 1)), nxt_valid.eq(1), nxt_val.eq(head.value)]
+        with m.Elif(take):
+            m.d.sync += nxt_valid.eq(0)
+
+        # Walker: the next event's range is loaded while the last synapse of the current one issues.
+        with m.If(take & nxt_valid):
+            m.d.sync += [ptr.eq(ix.start), end.eq(ix.start + ix.count), val.eq(nxt_val),
                          active.eq(ix.count != 0)]
         with m.Elif(take):
             m.d.sync += active.eq(0)
@@ -138,9 +171,9 @@ class ProcessingElement(wiring.Component):
                              fin_b[bank].eq(Mux(valid.bit_select(self.fin_addr_b, 1), fin_rd_b.data, 0))]
 
         m.d.comb += [
-            self.busy.eq(queue.r_rdy | active | s1_valid | s2_valid | s3_valid),
-            self.busy_front.eq(queue.r_rdy | active | s1_valid | s2_valid),
-            self.level.eq(queue.level),
+            self.busy.eq(any_ready | nxt_valid | active | s1_valid | s2_valid | s3_valid),
+            self.busy_front.eq(any_ready | nxt_valid | active | s1_valid | s2_valid),
+            self.level.eq(sum(q.level for q in queues)),
             self.issue.eq(active),
             self.read.eq(s1_valid),
             self.update.eq(s3_valid),

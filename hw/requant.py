@@ -1,4 +1,4 @@
-"""Requantiser: ``rhe(acc * multiplier, shift)``, optional relu, saturation (sw/ir.py arithmetic).
+"""Requantiser: ``rhe(acc * multiplier, shift)``, optional relu, saturation, full or narrow (sw/ir.py).
 
 The parameters are compile-time constants of one IR site, so the shift is
 wiring and a multiplier of 1 costs nothing; the golden counterpart is
@@ -20,7 +20,7 @@ class Requantizer(wiring.Component):
     """Combinational requantiser of a signed ``in_bits`` accumulator to a (bits, signed) value."""
 
     def __init__(self, *, in_bits: int, shift: int, multiplier: int = 1, relu: bool = False,
-                 bits: int, signed_out: bool):
+                 bits: int, signed_out: bool, narrow: bool = False):
         for name, v in (("in_bits", in_bits), ("shift", shift), ("multiplier", multiplier), ("bits", bits)):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"Requantizer: {name} must be an integer, got {v!r}")
@@ -31,7 +31,10 @@ class Requantizer(wiring.Component):
         if bits < 1:
             raise ValueError(f"Requantizer: bits must be >= 1, got {bits}")
         self._in_bits, self._shift, self._mult = in_bits, shift, multiplier
+        if narrow and (not signed_out or bits < 2):
+            raise ValueError("Requantizer: narrow range needs a signed output of at least 2 bits")
         self._relu, self._bits, self._signed = bool(relu), bits, bool(signed_out)
+        self._narrow = bool(narrow)
         out = signed(bits) if signed_out else unsigned(bits)
         super().__init__({"i": In(signed(in_bits)), "o": Out(out)})
 
@@ -55,5 +58,6 @@ class Requantizer(wiring.Component):
         if self._relu:
             r = Mux(r > 0, r, 0)
         lo, hi = int_range(self._bits, self._signed)
+        lo += int(self._narrow)  # narrow: the most negative code is never produced
         m.d.comb += self.o.eq(Mux(r < lo, Const(lo), Mux(r > hi, Const(hi), r)))
         return m

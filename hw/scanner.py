@@ -1,20 +1,27 @@
-"""Event scanner: reads ``lanes`` activations per cycle and emits the non-zero ones as events.
+"""Event scanner: walks a layer's source tensors and sends the non-zero activations as events.
 
-Started on one scan segment (a source tensor of a site), it walks the
-tensor's activation words; a word with no non-zero activation costs one
-cycle, a word with ``n`` non-zeros about ``n / issue`` cycles: up to
-``issue`` (default 2) events leave per cycle, the lowest lanes first, as long
-as they go to disjoint PEs (one queue write per PE per cycle). Each event
-goes only to the PEs whose bit is set in the event-mask memory (those holding
-synapses for that input), or with anycast to the emptiest free one of them,
-and waits until all of them can take it. ``limited``/``limit`` let the scan trail a
-finalisation that is still writing the tensor: word ``w`` is read only once
-``w < limit``.
+Started on a layer's first scan segment (a source tensor of a site), it walks
+every segment of that layer in turn, one activation word (``lanes``
+activations) a cycle at best, with no bubble between segments. Three
+registered stages keep the paths short: a *word* register holds the fetched
+word, decoded, and the lanes not yet sent; ``issue`` *slot* registers each hold
+one event (index-memory address, value, the event mask of the PEs holding its
+synapses). Slot ``i`` writes into queue ``i`` of each PE in its mask, or, for
+anycast (replicated fan-out), of the holder with the emptiest queues; it fires
+when all of those queues can take it, independently of the other slots
+(accumulation order does not matter: exact integer sums). Empty slots are
+refilled each cycle from the word's lowest remaining non-zero lanes, and the
+next word is fetched in the cycle the last lane leaves the word register.
+``limit_*`` let the scan trail a finalisation still writing its input: word
+``w`` of tensor ``limit_tensor`` is fetched only once ``w < limit``.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+import functools
+import operator
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -25,10 +32,37 @@ from apical.hw.schedule import Schedule
 __all__ = ["Scanner"]
 
 
+def _any(values) -> Value:
+    """OR of values of which at most one is non-zero (a one-hot multiplexer)."""
+    return functools.reduce(operator.or_, values, Const(0))
+
+
+def _argmin(m: Module, free: list, levels: list, name: str) -> tuple:
+    """(found, index) of the free entry with the lowest level, first index on ties: a tree."""
+    nodes = [(f, lv, Const(i, range(max(2, len(free))))) for i, (f, lv) in enumerate(zip(free, levels, strict=True))]
+    depth = 0
+    while len(nodes) > 1:
+        nxt = []
+        for j in range(0, len(nodes) - 1, 2):
+            (fa, la, ia), (fb, lb, ib) = nodes[j], nodes[j + 1]
+            f, lv, ix = Signal(name=f"{name}_f{depth}_{j}"), Signal(len(la), name=f"{name}_l{depth}_{j}"), \
+                Signal(len(ia), name=f"{name}_i{depth}_{j}")
+            take_b = fb & (~fa | (lb < la))
+            m.d.comb += [f.eq(fa | fb), lv.eq(Mux(take_b, lb, la)), ix.eq(Mux(take_b, ib, ia))]
+            nxt.append((f, lv, ix))
+        if len(nodes) % 2:
+            nxt.append(nodes[-1])
+        nodes = nxt
+        depth += 1
+    return nodes[0][0], nodes[0][2]
+
+
 class Scanner(wiring.Component):
-    def __init__(self, schedule: Schedule, *, queue_depth: int = 16, issue: int = 2):
+    def __init__(self, schedule: Schedule, *, queue_depth: int = 16, issue: int | None = None):
         if not isinstance(schedule, Schedule):
             raise TypeError(f"Scanner: schedule must be a Schedule, got {type(schedule).__name__}")
+        if issue is None:
+            issue = schedule.issue
         if isinstance(issue, bool) or not isinstance(issue, int) or issue < 1:
             raise ValueError(f"Scanner: issue must be an integer >= 1, got {issue!r}")
         self._issue = min(issue, schedule.lanes)
@@ -38,42 +72,60 @@ class Scanner(wiring.Component):
         self.ev_layout = event_layout(s.index_depth, s.value_bits)
         max_words = max(t.words for t in s.tensors)
         super().__init__({
-            "start": In(1),
+            "start": In(1),  # scan the layer whose first segment is `seg`
             "seg": In(range(len(s.segments))),
-            "limited": In(1),
+            "limit_active": In(1),
+            "limit_tensor": In(range(len(s.tensors))),
             "limit": In(range(max_words + 1)),
             "act_addr": Out(range(s.act_words)),
             "act_data": In(unsigned(s.lanes * s.act_bits)),
-            "events": Out(stream.Signature(self.ev_layout)).array(s.pes),
-            "levels": In(range(queue_depth + 1)).array(s.pes),  # PE queue fill, for anycast
-            "done": Out(1),  # one-cycle pulse after the segment's last word
+            # events[p][i]: issue slot i of PE p (a queue per slot in each PE)
+            "events": Out(stream.Signature(self.ev_layout)).array(s.pes, self._issue),
+            "levels": In(range(self._issue * queue_depth + 1)).array(s.pes),  # PE queue fill, for anycast
+            "busy": Out(1),  # words left to fetch or events not yet sent
             "event": Out(range(self._issue + 1)),  # events that left this cycle (counter increment)
+            "reads": Out(range(max(t.size for t in s.tensors) + 1)),  # activations read (counter increment)
         })
+
+    @property
+    def issue(self) -> int:
+        """Events per cycle at most: the issue slots, one queue each in every PE."""
+        return self._issue
 
     def elaborate(self, platform):
         m = Module()
         s = self._s
-        lanes, a_bits = s.lanes, s.act_bits
-        m.submodules.mask_mem = mask_mem = Memory(shape=unsigned(s.pes), depth=s.index_depth, init=list(s.mask))
+        lanes, a_bits, k, P = s.lanes, s.act_bits, self._issue, s.pes
+        m.submodules.mask_mem = mask_mem = Memory(shape=unsigned(P), depth=s.index_depth, init=list(s.mask))
+        max_words = max(t.words for t in s.tensors)
+        last_of_layer = {lp.segments[-1] for lp in s.layers}
 
-        active = Signal()
+        # ------------------------------------------------------------- fetch
+        active = Signal()  # words of the layer left to fetch
         seg = Signal(range(len(s.segments)))
-        w = Signal(range(max(t.words for t in s.tensors) + 1))
-        done_lanes = Signal(lanes)
-
+        w = Signal(range(max_words + 1))
+        f_seg, f_w = seg, w  # the word to fetch this cycle
         word_base = Signal(range(s.act_words))
         n_words = Signal(len(w))
         index_base = Signal(range(s.index_depth))
+        tensor = Signal(range(len(s.tensors)))
+        size = Signal(len(self.reads))
+        seg_last = Signal()
+        anycast = Signal()
         fmts = sorted({(s.tensors[g.tensor].bits, s.tensors[g.tensor].signed) for g in s.segments})
         fmt = Signal(range(len(fmts)))
-        anycast = Signal()
-        with m.Switch(seg):
+        with m.Switch(f_seg):
             for i, g in enumerate(s.segments):
                 t = s.tensors[g.tensor]
                 with m.Case(i):
                     m.d.comb += [word_base.eq(t.word_base), n_words.eq(t.words), index_base.eq(g.index_base),
-                                 fmt.eq(fmts.index((t.bits, t.signed))), anycast.eq(g.anycast)]
-        m.d.comb += self.act_addr.eq(word_base + w)
+                                 fmt.eq(fmts.index((t.bits, t.signed))), anycast.eq(g.anycast),
+                                 tensor.eq(g.tensor), size.eq(t.size), seg_last.eq(i in last_of_layer)]
+        m.d.comb += self.act_addr.eq(word_base + f_w)
+        blocked = Signal()
+        m.d.comb += blocked.eq(self.limit_active & (tensor == self.limit_tensor) & (f_w >= self.limit))
+        can_fetch = Signal()
+        m.d.comb += can_fetch.eq(active & ~blocked)
 
         # Decode each lane by the tensor's (bits, signed) format.
         values = [Signal(signed(s.value_bits), name=f"lane{i}") for i in range(lanes)]
@@ -85,84 +137,102 @@ class Scanner(wiring.Component):
                         raw = self.act_data.word_select(i, a_bits)[:bits]
                         m.d.comb += [values[i].eq(raw.as_signed() if sgn else raw), nz[i].eq(raw != 0)]
 
-        # Up to `issue` events per cycle: the lowest non-zero lanes not yet sent, in lane
-        # order. Event i fires only with events 0..i-1 and only to PEs none of them uses
-        # (each PE queue takes one event a cycle); accumulation order does not matter
-        # (exact integer sums), so a later lane may overtake an earlier one's PE queue.
-        avail = active & (~self.limited | (w < self.limit))
-        rem = Signal(lanes)
-        m.d.comb += rem.eq(nz & ~done_lanes)
-        left = rem
-        taken = Const(0, s.pes)
-        fires, onehots, emasks, payloads = [], [], [], []
-        for i in range(self._issue):
-            onehot = Signal(lanes, name=f"onehot{i}")
-            lane = Signal(range(max(lanes, 2)), name=f"lane_{i}")
+        # ------------------------------------------------------------- word register
+        cur_left = Signal(lanes)  # non-zero lanes not yet moved into a slot
+        cur_vals = [Signal(signed(s.value_bits), name=f"cur{i}") for i in range(lanes)]
+        cur_base = Signal(range(s.index_depth))  # index address of lane 0
+        cur_any = Signal()
+        # The lowest `k` remaining lanes, each with its index address, value and event mask.
+        cands = []
+        left = cur_left
+        prefix = [Const(0, lanes)]  # prefix[n]: lanes of candidates 0..n-1
+        for j in range(k):
+            onehot = Signal(lanes, name=f"cand{j}_onehot")
             m.d.comb += onehot.eq(left & (~left + 1))
-            for j in reversed(range(lanes)):
-                with m.If(left[j]):
-                    m.d.comb += lane.eq(j)
-            pos = Signal(range(max(t.words for t in s.tensors) * lanes + lanes), name=f"pos{i}")
-            m.d.comb += pos.eq(w * lanes + lane)
-            mask_rd = mask_mem.read_port(domain="comb")
-            m.d.comb += mask_rd.addr.eq(index_base + pos)
-            free = Signal(s.pes, name=f"free{i}")
-            m.d.comb += free.eq(mask_rd.data & ~taken)
-            # Anycast: of the free PEs holding the input, pick the one with the emptiest queue.
-            chain = []
-            for p in range(s.pes):
-                lvl_p, pick_p, found_p = (Signal(len(self.levels[0]), name=f"best_l{i}_{p}"),
-                                          Signal(range(s.pes), name=f"best_p{i}_{p}"),
-                                          Signal(name=f"found{i}_{p}"))
-                if not chain:
-                    m.d.comb += [lvl_p.eq(self.levels[p]), pick_p.eq(p), found_p.eq(free[p])]
-                else:
-                    prev = chain[-1]
-                    better = free[p] & (~prev[2] | (self.levels[p] < prev[0]))
-                    m.d.comb += [lvl_p.eq(Mux(better, self.levels[p], prev[0])),
-                                 pick_p.eq(Mux(better, p, prev[1])), found_p.eq(prev[2] | free[p])]
-                chain.append((lvl_p, pick_p, found_p))
-            pick = Signal(s.pes, name=f"pick{i}")
-            m.d.comb += pick.eq(Mux(chain[-1][2], 1 << chain[-1][1], 0))
-            emask = Signal(s.pes, name=f"emask{i}")
-            m.d.comb += emask.eq(Mux(anycast, pick, mask_rd.data))
-            # Placeable: an input without synapses needs no PE; otherwise a free holder
-            # (anycast) or all holders free (multicast).
-            placeable = Signal(name=f"placeable{i}")
-            m.d.comb += placeable.eq(Mux(anycast, (mask_rd.data == 0) | chain[-1][2],
-                                         (mask_rd.data & taken) == 0))
-            all_ready = Signal(name=f"all_ready{i}")
-            m.d.comb += all_ready.eq(Const(1))
-            for p in range(s.pes):
-                with m.If(emask[p] & ~self.events[p].ready):
-                    m.d.comb += all_ready.eq(0)
-            fire = Signal(name=f"fire{i}")
-            m.d.comb += fire.eq(avail & (left != 0) & placeable & all_ready & (fires[-1] if fires else 1))
-            fires.append(fire)
-            onehots.append(onehot)
-            emasks.append(emask)
-            payloads.append((index_base + pos, Array(values)[lane]))
-            taken = taken | Mux(fire, emask, 0)
+            lane = Signal(range(max(lanes, 2)), name=f"cand{j}_lane")
+            m.d.comb += lane.eq(_any(Mux(onehot[i], i, 0) for i in range(1, lanes)))
+            value = Signal(signed(s.value_bits), name=f"cand{j}_value")
+            m.d.comb += value.eq(_any(Mux(onehot[i], cur_vals[i], 0) for i in range(lanes)))
+            addr = Signal(self.ev_layout["addr"].shape.width, name=f"cand{j}_addr")
+            m.d.comb += addr.eq(cur_base + lane)
+            valid = Signal(name=f"cand{j}_valid")
+            m.d.comb += valid.eq(left != 0)
+            cands.append((valid, addr, value))
+            nxt = Signal(lanes, name=f"prefix{j + 1}")
+            m.d.comb += nxt.eq(prefix[-1] | onehot)
+            prefix.append(nxt)
             left = left & ~onehot
 
-        for p in range(s.pes):
-            ev = self.events[p]
-            m.d.comb += [ev.valid.eq(sum(f & e[p] for f, e in zip(fires, emasks, strict=True)) != 0),
-                         ev.payload.addr.eq(payloads[0][0]), ev.payload.value.eq(payloads[0][1])]
-            for f, e, (addr, value) in zip(fires[1:], emasks[1:], payloads[1:], strict=True):
-                with m.If(f & e[p]):
-                    m.d.comb += [ev.payload.addr.eq(addr), ev.payload.value.eq(value)]
-        sent = Signal(lanes)
-        m.d.comb += sent.eq(sum(Mux(f, o, 0) for f, o in zip(fires, onehots, strict=True)))
-        advance = avail & ((rem == 0) | (fires[0] & (rem == sent)))
+        # ------------------------------------------------------------- slots
+        s_valid = [Signal(name=f"slot{i}_valid") for i in range(k)]
+        s_addr = [Signal(self.ev_layout["addr"].shape.width, name=f"slot{i}_addr") for i in range(k)]
+        s_val = [Signal(signed(s.value_bits), name=f"slot{i}_value") for i in range(k)]
+        # Each slot's event mask is a registered read of the mask memory, addressed as the
+        # slot is loaded (no memory read between the word register and the slot registers).
+        mask_rds = [mask_mem.read_port() for _ in range(k)]
+        s_mask = [rd.data for rd in mask_rds]
+        s_any = [Signal(name=f"slot{i}_any") for i in range(k)]
+        fires, empties = [], []
+        for i in range(k):
+            ready = Signal(P, name=f"ready{i}")
+            m.d.comb += ready.eq(Cat(self.events[p][i].ready for p in range(P)))
+            free = Signal(P, name=f"free{i}")
+            m.d.comb += free.eq(s_mask[i] & ready)
+            found, idx = _argmin(m, list(free), list(self.levels), f"any{i}")
+            emask = Signal(P, name=f"emask{i}")
+            m.d.comb += emask.eq(Mux(s_any[i], Mux(found, Const(1, P) << idx, 0), s_mask[i]))
+            # An input without synapses needs no PE; else a free holder (anycast) or every
+            # holder's slot-i queue ready (multicast).
+            fire = Signal(name=f"fire{i}")
+            m.d.comb += fire.eq(s_valid[i] & Mux(s_any[i], (s_mask[i] == 0) | found, (s_mask[i] & ~ready) == 0))
+            for p in range(P):
+                ev = self.events[p][i]
+                m.d.comb += [ev.valid.eq(fire & emask[p]), ev.payload.addr.eq(s_addr[i]),
+                             ev.payload.value.eq(s_val[i])]
+            empty = Signal(name=f"empty{i}")
+            m.d.comb += empty.eq(~s_valid[i] | fire)
+            fires.append(fire)
+            empties.append(empty)
         m.d.comb += self.event.eq(sum(fires))
-        m.d.sync += self.done.eq(0)
+
+        # Refill: the r-th empty slot takes candidate r.
+        for i in range(k):
+            rank = Signal(range(k + 1), name=f"rank{i}")
+            m.d.comb += rank.eq(sum(empties[:i]) if i else 0)
+            m.d.comb += [mask_rds[i].en.eq(empties[i]), mask_rds[i].addr.eq(s_addr[i])]
+            with m.If(empties[i]):
+                m.d.sync += s_valid[i].eq(0)
+                for r in range(i + 1):  # the rank of slot i is at most i
+                    valid, addr, value = cands[r]
+                    with m.If(rank == r):
+                        m.d.sync += [s_valid[i].eq(valid), s_addr[i].eq(addr), s_val[i].eq(value),
+                                     s_any[i].eq(cur_any)]
+                        m.d.comb += mask_rds[i].addr.eq(addr)
+        n_used = Signal(range(k + 1))
+        m.d.comb += n_used.eq(sum(empties))
+        taken = Signal(lanes)
+        with m.Switch(n_used):
+            for n in range(k + 1):
+                with m.Case(n):
+                    m.d.comb += taken.eq(prefix[n])
+        left_next = Signal(lanes)
+        m.d.comb += left_next.eq(cur_left & ~taken)
+
+        # ------------------------------------------------------------- fetch the next word
+        m.d.comb += self.reads.eq(0)
+        with m.If(can_fetch & (left_next == 0)):
+            m.d.sync += [cur_left.eq(nz), cur_base.eq(index_base + f_w * lanes), cur_any.eq(anycast)]
+            m.d.sync += [cv.eq(v) for cv, v in zip(cur_vals, values, strict=True)]
+            with m.If(f_w == 0):
+                m.d.comb += self.reads.eq(size)
+            with m.If(f_w + 1 == n_words):
+                m.d.sync += [seg.eq(f_seg + 1), w.eq(0), active.eq(~seg_last)]
+            with m.Else():
+                m.d.sync += [seg.eq(f_seg), w.eq(f_w + 1), active.eq(1)]
+        with m.Else():
+            m.d.sync += cur_left.eq(left_next)
+        # Only registers take the start: the first word is fetched from the next cycle.
         with m.If(self.start):
-            m.d.sync += [active.eq(1), seg.eq(self.seg), w.eq(0), done_lanes.eq(0)]
-        with m.Elif(advance):
-            m.d.sync += [w.eq(w + 1), done_lanes.eq(0)]
-            with m.If(w + 1 == n_words):
-                m.d.sync += [active.eq(0), self.done.eq(1)]
-        with m.Elif(fires[0]):
-            m.d.sync += done_lanes.eq(done_lanes | sent)
+            m.d.sync += [seg.eq(self.seg), w.eq(0), active.eq(1)]
+        m.d.comb += self.busy.eq(active | (cur_left != 0) | Cat(s_valid).any())
         return m

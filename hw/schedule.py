@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from apical.hw.layouts import bias_layout, event_layout, index_layout, weight_layout
+from apical.hw.layouts import bias_layout, event_layout, index_layout, requant_layout, weight_layout
 from apical.sw.errors import ApicalError
 from apical.sw.ir import IR, Layer
 
@@ -44,6 +44,7 @@ __all__ = [
     "SiteProgram",
     "TensorPlace",
     "compile_schedule",
+    "issue_slots",
 ]
 
 MODES = ("neuron", "synapse")
@@ -84,6 +85,8 @@ class SiteProgram:
     bits: int
     signed: bool
     acc_bits: int
+    narrow: bool = False
+    per_neuron: bool = False  # multiplier/offset per neuron from the requant memory
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,7 @@ class LayerProgram:
     est_cycles: int
     est_cycles_other: int  # the estimate of the mode not chosen (for reports)
     replicas: int = 1  # synapse mode: PEs holding each input's fan-out
+    group: int = 1  # neuron mode: PEs sharing each neuron (slots: neurons per group)
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,8 @@ class PEImage:
     weights: tuple[tuple[int, int, int], ...]  # (acc address, bank, weight) in walk order
     index: tuple[tuple[int, int], ...]  # (start, count) per index address
     bias: tuple[tuple[int, int], ...]  # (bank 0 bias, bank 1 bias) per bias address
+    # (m0, o0, m1, o1) per bias address, only when some site has per-neuron requantisation
+    requant: tuple[tuple[int, int, int, int], ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,6 +170,9 @@ class Schedule:
     index_depth: int
     bias_depth: int
     max_fanout: int
+    issue: int = 2  # scanner issue slots: events per cycle at most (a queue per slot in each PE)
+    rq_mult_bits: int = 0  # per-neuron requant memory widths (0: no such memory)
+    rq_offset_bits: int = 0
 
     @property
     def act_words(self) -> int:
@@ -194,6 +203,9 @@ class Schedule:
             "accumulator": MemorySpec(self.acc_bits, (self.acc_depth,) * (2 * P)),
             "event_mask": MemorySpec(P, (self.index_depth,)),
         }
+        if self.rq_mult_bits:
+            mems["requant"] = MemorySpec(requant_layout(self.rq_mult_bits, self.rq_offset_bits).size,
+                                         (max(1, self.bias_depth),) * P)
         if self.table:
             mems["table"] = MemorySpec(self.act_bits, (len(self.table),) * P)
         return mems
@@ -221,6 +233,7 @@ class Schedule:
             "value_bits": self.value_bits,
             "weight_bits": self.weight_bits,
             "acc_bits": self.acc_bits,
+            "issue": self.issue,
             "synapses_per_pe": list(self.synapses_per_pe),
             "memories": {
                 name: {"width": m.width, "depth": m.depth, "instances": len(m.depths), "bits": m.bits}
@@ -235,6 +248,7 @@ class Schedule:
                     "finalise_steps": lp.steps,
                     "synapses_per_pe": list(lp.syn_per_pe),
                     "replicas": lp.replicas,
+                    "group": lp.group,
                     "max_synapses_per_pe": max(lp.syn_per_pe),
                     "est_cycles_full_activity": lp.est_cycles,
                     "est_cycles_other_mode": lp.est_cycles_other,
@@ -262,13 +276,42 @@ def _lpt(loads: np.ndarray, bins: int, capacity: int) -> np.ndarray:
     return owner
 
 
-def _plan_layer(layer: Layer, pes: int) -> tuple[str, dict]:
-    """Choose the partitioning of one layer by estimated cycles at full activity."""
+@dataclass(frozen=True, eq=False)
+class _Plan:
+    """A layer's partitioning: the chosen mode and what each mode would place where."""
+
+    mode: str
+    group: int  # neuron mode: PEs sharing each neuron's synapses (partial sums added at finalisation)
+    owner: np.ndarray  # neuron mode: group of each neuron
+    cap: int  # neuron mode: neurons per group at most (finalisation steps)
+    input_owner: dict[str, np.ndarray]  # synapse mode: PE of each site input
+    est: dict[str, int]  # estimated cycles at full activity per mode
+
+
+def _plan_layer(layer: Layer, pes: int, *, max_group: int = 8, min_group: int = 1) -> _Plan:
+    """Choose the partitioning of one layer by estimated cycles at full activity.
+
+    Neuron mode with groups of ``G`` PEs: the neurons are spread over ``P / G``
+    groups (balanced by fan-in), each input's synapses into a group dealt
+    round-robin over the group's PEs (partial sums, added at finalisation). ``G = 1`` is one neuron per PE; a larger ``G`` balances a
+    layer with few neurons per PE (at P = 64, 64 neurons of unequal fan-in) at the
+    cost of ``G`` finalisation steps per output word.
+    """
     fan_in = sum(layer.sites[k].fan_in(layer.size) for k in layer.site_order)
-    cap = math.ceil(layer.size / pes)
-    owner = _lpt(fan_in, pes, cap)
-    n_load = np.bincount(owner, weights=fan_in, minlength=pes).astype(np.int64)
-    neuron_cycles = int(n_load.max()) + cap
+    best = None
+    g = 1
+    while g <= min(pes, max_group):
+        if pes % g == 0 and (g >= min_group or g == min(pes, max_group)):
+            groups = pes // g
+            cap = math.ceil(layer.size / groups)
+            owner = _lpt(fan_in, groups, cap)
+            load = np.bincount(owner, weights=fan_in, minlength=groups).astype(np.int64)
+            cycles = math.ceil(int(load.max()) / g) + cap
+            if best is None or cycles < best[0]:
+                best = (cycles, g, owner, cap)
+        g *= 2
+    assert best is not None
+    neuron_cycles, group, owner, cap = best
     in_owner = {}
     s_load = np.zeros(pes, dtype=np.int64)
     for k in layer.site_order:
@@ -276,18 +319,40 @@ def _plan_layer(layer: Layer, pes: int) -> tuple[str, dict]:
         in_owner[k] = _lpt(fo, pes, max(1, len(fo)))
         s_load += np.bincount(in_owner[k], weights=fo, minlength=pes).astype(np.int64)
     synapse_cycles = int(s_load.max()) + layer.size
-    plan = {"neuron_owner": owner, "input_owner": in_owner, "cap": cap,
-            "neuron": (neuron_cycles, n_load), "synapse": (synapse_cycles, s_load)}
     mode = "synapse" if synapse_cycles < neuron_cycles and pes > 1 else "neuron"
-    return mode, plan
+    return _Plan(mode, group, owner, cap, in_owner, {"neuron": neuron_cycles, "synapse": synapse_cycles})
 
 
-def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192) -> Schedule:
+def issue_slots(ir: IR, pes: int, *, max_issue: int = 8, slack: float = 1.05) -> int:
+    """Events per cycle the scanner needs: the fewest (2..``max_issue``, at most ``pes``) whose
+    estimated cycles at full activity, the sum over layers of max(synapses / P, events /
+    issue), stay within ``slack`` of the synapse bound.
+
+    A PE takes one synapse a cycle, so P PEs need about P / fan-out events a cycle to stay
+    busy: few for wide layers, more for narrow ones (the logits).
+    """
+    work = []
+    for layer in ir.layers:
+        events = sum(layer.sites[k].in_size for k in layer.site_order)
+        syn = sum(layer.sites[k].nnz for k in layer.site_order)
+        work.append((events, syn / pes))
+    bound = sum(max(1.0, b) for _, b in work)
+    top = max(1, min(max_issue, pes))
+    for k in range(min(2, top), top + 1):
+        if sum(max(1.0, b, e / k) for e, b in work) <= slack * bound:
+            return k
+    return top
+
+
+def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192, max_group: int = 8,
+                     min_group: int = 1) -> Schedule:
     """Fold ``ir`` onto ``pes`` processing elements; see the module docstring.
 
     ``replicate_budget``: extra weight entries (over all PEs) a synapse-partitioned
     layer may spend on holding each input's fan-out on 2, 4, ... PEs, so events
     can go to the least-loaded one (activity-dependent load balance).
+    ``max_group``: the most PEs a neuron-partitioned layer may share each neuron over
+    (1: one PE per neuron).
     """
     if isinstance(pes, bool) or not isinstance(pes, int):
         raise ApicalError(f"schedule: pes must be an integer, got {pes!r}")
@@ -301,22 +366,27 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192) -> Sched
     acc_bits = max(s.acc_bits for layer in ir.layers for s in layer.sites.values())
     tensor_id = {t.name: i for i, t in enumerate(specs)}
 
-    plans = [_plan_layer(layer, pes) for layer in ir.layers]
+    if isinstance(max_group, bool) or not isinstance(max_group, int) or max_group < 1:
+        raise ApicalError(f"schedule: max_group must be an integer >= 1, got {max_group!r}")
+    plans = [_plan_layer(layer, pes, max_group=max_group, min_group=min_group) for layer in ir.layers]
 
     # Stored positions: inputs and synapse-mode layers in element order,
     # neuron-mode layers in (slot, PE) order so finalisation writes whole words.
     positions: list[list[int]] = [list(range(t.size)) for t in ir.inputs]
     slots_of: list[tuple[np.ndarray, np.ndarray, tuple[int, ...], int]] = []
-    for layer, (mode, plan) in zip(ir.layers, plans, strict=True):
-        if mode == "neuron":
-            owner = plan["neuron_owner"]
+    for layer, plan in zip(ir.layers, plans, strict=True):
+        if plan.mode == "neuron":
+            owner, g_size = plan.owner, plan.group
+            groups = pes // g_size
             slot = np.zeros(layer.size, dtype=np.int64)
-            counts = [0] * pes
+            counts = [0] * groups
             for n in range(layer.size):
                 slot[n] = counts[owner[n]]
                 counts[owner[n]] += 1
-            positions.append([int(slot[n] * lanes + owner[n]) for n in range(layer.size)])
-            slots_of.append((owner, slot, tuple(counts), plan["cap"]))
+            # Slot k of group g is lane (k % G) * (P / G) + g of word k // G: G steps fill a word.
+            positions.append([int((slot[n] // g_size) * lanes + (slot[n] % g_size) * groups + owner[n])
+                              for n in range(layer.size)])
+            slots_of.append((owner, slot, tuple(counts), plan.cap))
         else:
             positions.append(list(range(layer.size)))
             slots_of.append((np.zeros(0), np.arange(layer.size), (), layer.size))
@@ -331,12 +401,15 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192) -> Sched
     weights: list[list[tuple[int, int, int]]] = [[] for _ in range(pes)]
     index: list[list[tuple[int, int]]] = [[] for _ in range(pes)]
     bias: list[list[tuple[int, int]]] = [[] for _ in range(pes)]
+    per_neuron = any(layer.sites[k].per_neuron for layer in ir.layers for k in layer.site_order)
+    rq: list[list[tuple[int, int, int, int]]] = [[] for _ in range(pes)]
     mask: list[int] = []
     segments: list[Segment] = []
     programs: list[LayerProgram] = []
     table: list[int] = []
     max_fanout = 1
-    for li, (layer, (mode, plan)) in enumerate(zip(ir.layers, plans, strict=True)):
+    for li, (layer, plan) in enumerate(zip(ir.layers, plans, strict=True)):
+        mode, g_size = plan.mode, plan.group
         owner, slot, counts, steps = slots_of[li]
         region = li % 2
         replicas = 1
@@ -352,7 +425,8 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192) -> Sched
             bank = 1 if key == "c" else 0
             site_progs.append(
                 SiteProgram(key, bank, site.requant.shift, site.requant.multiplier,
-                            site.activation == "relu", site.bits, site.signed, site.acc_bits)
+                            site.activation == "relu", site.bits, site.signed, site.acc_bits,
+                            narrow=site.narrow, per_neuron=per_neuron)
             )
             offset = 0
             for src in site.sources:
@@ -368,14 +442,20 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192) -> Sched
                         i = offset + e
                         lo, hi = int(site.indptr[i]), int(site.indptr[i + 1])
                         if mode == "neuron":
+                            # An input's synapses into a group are dealt round-robin over the
+                            # group's PEs: every event loads them evenly, whatever the activity.
+                            dealt = {}
                             for j in range(lo, hi):
                                 tgt = int(site.indices[j])
-                                weights[int(owner[tgt])].append(
+                                grp = int(owner[tgt])
+                                c = dealt.get(grp, i)
+                                dealt[grp] = c + 1
+                                weights[grp * g_size + c % g_size].append(
                                     (region * acc_half + int(slot[tgt]), bank, int(site.data[j])))
                         else:
                             # The whole fan-out on each of the input's `replicas` PEs; the
                             # scanner sends each event to the least-loaded of them.
-                            p0 = int(plan["input_owner"][key][i])
+                            p0 = int(plan.input_owner[key][i])
                             for r in range(replicas):
                                 if replicas == 2:
                                     # A second choice that differs per input links all PEs into
@@ -397,14 +477,26 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192) -> Sched
                 offset += tp.size
         bias_base = len(bias[0])
         at_slot = {(int(owner[n]), int(slot[n])): n for n in range(layer.size)} if mode == "neuron" else {}
+        mults = {k: layer.sites[k].neuron_multipliers(layer.size) for k in layer.site_order}
+        offs = {k: layer.sites[k].neuron_offsets(layer.size) for k in layer.site_order}
         for k in range(steps):
             for p in range(pes):
-                n = at_slot.get((p, k)) if mode == "neuron" else k
+                # Neuron mode: lane p finalises group p % (P / G) on the steps k with k % G == p // (P / G).
+                if mode == "neuron":
+                    n = at_slot.get((p % (pes // g_size), k)) if k % g_size == p // (pes // g_size) else None
+                else:
+                    n = k
                 vals = [0, 0]
+                mo = [1, 0, 1, 0]
                 if n is not None:
                     for key in layer.site_order:
-                        vals[1 if key == "c" else 0] = int(layer.sites[key].bias[n])
+                        b = 1 if key == "c" else 0
+                        site = layer.sites[key]
+                        vals[b] = int(site.bias[n])
+                        mo[2 * b], mo[2 * b + 1] = int(mults[key][n]), int(offs[key][n])
                 bias[p].append((vals[0], vals[1]))
+                if per_neuron:
+                    rq[p].append((mo[0], mo[1], mo[2], mo[3]))
         table_base = len(table)
         if layer.kind == "two_point":
             assert layer.table is not None
@@ -418,14 +510,20 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192) -> Sched
                 region=region, bias_base=bias_base, out_tensor=len(ir.inputs) + li,
                 out_bits=layer.out_bits, out_signed=layer.out_signed, sites=tuple(site_progs),
                 segments=tuple(seg_ids), slots=counts, table_base=table_base, syn_per_pe=syn,
-                est_cycles=plan[mode][0], est_cycles_other=plan[other][0], replicas=replicas,
+                est_cycles=plan.est[mode], est_cycles_other=plan.est[other], replicas=replicas,
+                group=g_size if mode == "neuron" else 1,
             )
         )
-    images = tuple(PEImage(tuple(w), tuple(ix), tuple(b)) for w, ix, b in zip(weights, index, bias, strict=True))
+    images = tuple(PEImage(tuple(w), tuple(ix), tuple(b), tuple(r))
+                   for w, ix, b, r in zip(weights, index, bias, rq, strict=True))
+    rq_all = [e for r in rq for e in r]
+    rq_mult_bits = max((max(e[0], e[2]).bit_length() for e in rq_all), default=0)
+    rq_offset_bits = max((max(abs(e[1]), abs(e[3])).bit_length() + 1 for e in rq_all), default=0)
     return Schedule(
         pes=pes, lanes=lanes, act_bits=act_bits, value_bits=value_bits, weight_bits=weight_bits,
         acc_bits=acc_bits, tensors=tuple(tensors), n_inputs=len(ir.inputs), segments=tuple(segments),
         layers=tuple(programs), images=images, mask=tuple(mask), table=tuple(table), acc_half=acc_half,
         weight_depth=max(1, max(len(w) for w in weights)), index_depth=len(mask),
-        bias_depth=len(bias[0]), max_fanout=max_fanout,
+        bias_depth=len(bias[0]), max_fanout=max_fanout, issue=issue_slots(ir, pes),
+        rq_mult_bits=rq_mult_bits, rq_offset_bits=max(2, rq_offset_bits) if rq_mult_bits else 0,
     )

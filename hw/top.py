@@ -16,23 +16,31 @@ Stream format (docs/contracts.md, "Hardware top level"):
   stable from then on until the next one.
 
 Flow of one inference: IN (inputs written to activation memory; the last
-beat starts the first scan) -> RUN (per layer: scan each source segment of
-each site, up to two events a cycle, PEs accumulate; once only the PEs' last
-accumulator writes are in flight, finalisation writes the outputs, two
-neurons a cycle for synapse-partitioned layers, while the next layer's scan
-trails it word by word) -> OUT (values, class). A synchronous
-``rst`` at any point returns to IN with empty queues and cleared
+beat starts the scanner) -> RUN (per layer: the `Scanner` walks every source
+segment of the layer and sends up to ``schedule.issue`` events a cycle into
+per-slot queues of the PEs, which drain them independently; once the scanner
+is empty and only the PEs' last accumulator writes are in flight,
+finalisation writes the outputs, P / G neurons a step for neuron-partitioned
+layers on groups of G PEs, two a cycle for synapse-partitioned ones, while
+the next layer's scan trails it word by word) -> FINISH -> OUT (the
+`OutputStage`: values, class). Named parts: ``scanner``, ``pe<p>``,
+``fin<p>``, ``counters`` (`CounterBank`), ``output`` (`OutputStage`). A
+synchronous ``rst`` at any point returns to IN with empty queues and cleared
 accumulator valid bits.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Const as C
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for, exact_log2
 
+from apical.hw.counters import CounterBank
 from apical.hw.finaliser import Finaliser, finaliser_in_bits, finaliser_latency
+from apical.hw.output import OutputStage
 from apical.hw.pe import ProcessingElement
 from apical.hw.scanner import Scanner
 from apical.hw.schedule import Schedule, compile_schedule
@@ -50,7 +58,7 @@ def stream_widths(ir: IR) -> tuple[int, int]:
     """(s_axis_tdata, m_axis_tdata) widths in bits: whole bytes."""
     in_w = _round8(max(t.bits for t in ir.inputs))
     last = ir.layers[-1]
-    out_w = _round8(max(last.out_bits, max(1, (last.size - 1).bit_length())))
+    out_w = _round8(max(last.out_bits, bits_for(max(last.size - 1, 0))))
     return in_w, out_w
 
 
@@ -108,31 +116,31 @@ class ApicalTop(wiring.Component):
         dual = P % 2 == 0 and any(lp.mode == "synapse" for lp in s.layers)
         pes, fins = [], []
         for p in range(P):
-            pe = ProcessingElement(s, p, queue_depth=self._qdepth, fin_ports=2 if dual else 1)
+            pe = ProcessingElement(s, p, queue_depth=self._qdepth, fin_ports=2 if dual else 1,
+                                   slots=scanner.issue)
             fin = Finaliser(s, p)
             m.submodules[f"pe{p}"] = pe
             m.submodules[f"fin{p}"] = fin
-            wiring.connect(m, scanner.events[p], pe.event)
+            for j in range(scanner.issue):
+                wiring.connect(m, scanner.events[p][j], pe.event[j])
             m.d.comb += scanner.levels[p].eq(pe.level)
             pes.append(pe)
             fins.append(fin)
         # Finalisation may start while the PEs' last accumulator writes (S3) are in flight:
         # its first read is the next cycle, after those writes.
         any_busy = Signal()
-        m.d.comb += any_busy.eq(sum(pe.busy_front for pe in pes) != 0)
+        m.d.comb += any_busy.eq(Cat(pe.busy_front for pe in pes).any())
 
         # ------------------------------------------------------------- counters
-        cnt = {c: Signal(COUNTER_BITS, name=f"c_{c}") for c in ("cycles", *COUNTERS)}
-        for c, sig in cnt.items():
-            m.d.comb += getattr(self, f"cnt_{c}").eq(sig)
-        clear_counters = Signal()
-        inc = {c: Signal(COUNTER_BITS, name=f"inc_{c}") for c in cnt}
-        for c in cnt:
-            # The first beat may also be the last, which already counts the first scan's reads.
-            with m.If(clear_counters):
-                m.d.sync += cnt[c].eq(inc[c])
-            with m.Else():
-                m.d.sync += cnt[c].eq(cnt[c] + inc[c])
+        inc_bits = {"cycles": 1, "events": len(scanner.event), "syn_ops": bits_for(P),
+                    "weight_reads": bits_for(P), "acc_updates": bits_for(P), "act_reads": len(scanner.reads),
+                    "act_writes": bits_for(P), "requants": bits_for(2 * P), "table_lookups": bits_for(P)}
+        assert set(inc_bits) == {"cycles", *COUNTERS}
+        m.submodules.counters = counters = CounterBank(inc_bits, bits=COUNTER_BITS)
+        for c in inc_bits:
+            m.d.comb += getattr(self, f"cnt_{c}").eq(getattr(counters, f"cnt_{c}"))
+        inc = {c: getattr(counters, f"inc_{c}") for c in inc_bits}
+        clear_counters = counters.clear
         m.d.comb += [
             inc["events"].eq(scanner.event),
             inc["syn_ops"].eq(sum(pe.issue for pe in pes)),
@@ -157,26 +165,42 @@ class ApicalTop(wiring.Component):
         pipe_last = [Signal(name=f"fp{i}_last") for i in range(LATENCY)]
         pipe_layer = [Signal(range(n_layers), name=f"fp{i}_layer") for i in range(LATENCY)]
         fn_active = Signal()
-        m.d.comb += fn_active.eq(fn_issuing | sum(pipe_valid) != 0)
+        m.d.comb += fn_active.eq(fn_issuing | Cat(pipe_valid).any())
 
         steps = Signal(len(fn_k))
         synapse_mode = Signal()
         out_base = Signal(range(s.act_words))
         region = Signal()
-        out_tensor = Signal(range(len(s.tensors)))
         lanes_n = Signal(P)
+        in_bits = finaliser_in_bits(s)
+        # Neuron mode with groups of G PEs: the finaliser of lane p takes the sum of its group's
+        # partial accumulators (G = 1: its own PE's).
+        group_sums = {}
+        for g in sorted({lp.group for lp in s.layers if lp.mode == "neuron"}):
+            groups = P // g
+            group_sums[g] = tuple(
+                [sum(getattr(pes[(p % groups) * g + r], f"fin_acc{b}") for r in range(g)) for p in range(P)]
+                for b in (0, 1))
+        nsum0 = [Signal(signed(in_bits), name=f"nsum0_{p}") for p in range(P)]
+        nsum1 = [Signal(signed(in_bits), name=f"nsum1_{p}") for p in range(P)]
+        k_word = Signal(len(fn_k))  # neuron mode: output word of step fn_k
+        word_end = Signal()  # neuron mode: step fn_k completes its word
         with m.Switch(fn_layer):
             for li, lp in enumerate(s.layers):
                 with m.Case(li):
                     m.d.comb += [steps.eq(lp.steps), synapse_mode.eq(lp.mode == "synapse"),
-                                 out_base.eq(s.tensors[lp.out_tensor].word_base), region.eq(lp.region),
-                                 out_tensor.eq(lp.out_tensor)]
+                                 out_base.eq(s.tensors[lp.out_tensor].word_base), region.eq(lp.region)]
                     if lp.mode == "neuron":
+                        # Lane p finalises group p % (P / G) on the steps k with k % G == p // (P / G).
+                        g, groups = lp.group, P // lp.group
+                        phase = fn_k[:exact_log2(g)] if g > 1 else C(0, 1)
                         for p in range(P):
-                            m.d.comb += lanes_n[p].eq(fn_k < lp.slots[p])
+                            m.d.comb += lanes_n[p].eq((phase == p // groups) & (fn_k < lp.slots[p % groups]))
+                            m.d.comb += [nsum0[p].eq(group_sums[g][0][p]), nsum1[p].eq(group_sums[g][1][p])]
+                        m.d.comb += [k_word.eq(fn_k >> exact_log2(g)),
+                                     word_end.eq((phase == g - 1) | (fn_k + 1 >= steps))]
         acc_addr = Signal(range(s.acc_depth))
         m.d.comb += acc_addr.eq(region * s.acc_half + fn_k)
-        in_bits = finaliser_in_bits(s)
         tree0, tree1 = Signal(signed(in_bits)), Signal(signed(in_bits))
         m.d.comb += [tree0.eq(sum(pe.fin_acc0 for pe in pes)), tree1.eq(sum(pe.fin_acc1 for pe in pes))]
         # Synapse mode: neuron fn_k goes to lane fn_kl, neuron fn_k + 1 (second tree,
@@ -199,8 +223,8 @@ class ApicalTop(wiring.Component):
             m.d.sync += [
                 fin.valid.eq(fn_issuing), fin.layer.eq(fn_layer),
                 fin.k.eq(fn_k + Mux(synapse_mode, 1, 0) if odd else fn_k),
-                fin.acc0.eq(Mux(synapse_mode, tree0_b if odd else tree0, pe.fin_acc0)),
-                fin.acc1.eq(Mux(synapse_mode, tree1_b if odd else tree1, pe.fin_acc1)),
+                fin.acc0.eq(Mux(synapse_mode, tree0_b if odd else tree0, nsum0[p])),
+                fin.acc1.eq(Mux(synapse_mode, tree1_b if odd else tree1, nsum1[p])),
             ]
         lanes_s = Signal(P)
         m.d.comb += lanes_s.eq((1 << fn_kl) | Mux(second, 2 << fn_kl, 0))
@@ -208,10 +232,10 @@ class ApicalTop(wiring.Component):
         m.d.comb += s_step.eq(Mux(synapse_mode, fn_step, 1))
         m.d.sync += [
             pipe_valid[0].eq(fn_issuing),
-            pipe_word[0].eq(out_base + Mux(synapse_mode, fn_kw, fn_k)),
-            pipe_rel[0].eq(Mux(synapse_mode, fn_kw, fn_k) + 1),
+            pipe_word[0].eq(out_base + Mux(synapse_mode, fn_kw, k_word)),
+            pipe_rel[0].eq(Mux(synapse_mode, fn_kw, k_word) + 1),
             pipe_lanes[0].eq(Mux(synapse_mode, lanes_s, lanes_n)),
-            pipe_last[0].eq(~synapse_mode | (fn_kl + fn_step == P) | (fn_k + fn_step >= steps)),
+            pipe_last[0].eq(Mux(synapse_mode, (fn_kl + fn_step == P) | (fn_k + fn_step >= steps), word_end)),
             pipe_layer[0].eq(fn_layer),
         ]
         for i in range(1, LATENCY):
@@ -252,23 +276,22 @@ class ApicalTop(wiring.Component):
         ]
 
         # ------------------------------------------------------------- scan process
-        n_segs = len(s.segments)
-        first_scan = Signal()  # the last input beat starts the first segment's scan
-        sc_seg = Signal(range(n_segs))
         sc_layer = Signal(range(n_layers))
-        seg_last = Signal()
-        seg_tensor = Signal(range(len(s.tensors)))
-        seg_size = Signal(range(max(t.size for t in s.tensors) + 1))
-        with m.Switch(sc_seg):
-            for gi, g in enumerate(s.segments):
-                with m.Case(gi):
-                    lp = s.layers[g.layer]
-                    m.d.comb += [seg_last.eq(gi == lp.segments[-1]), seg_tensor.eq(g.tensor),
-                                 seg_size.eq(s.tensors[g.tensor].size)]
+        first_seg = Signal(range(len(s.segments)))  # the next layer's first scan segment
+        with m.Switch(sc_layer):
+            for li in range(n_layers):
+                with m.Case(li):
+                    m.d.comb += first_seg.eq(s.layers[min(li + 1, n_layers - 1)].segments[0])
+        # A scan trails the finalisation of its input (the scanner fetches nothing in the
+        # fn_start cycle: it starts then, or is idle).
+        with m.Switch(fn_layer):
+            for li, lp in enumerate(s.layers):
+                with m.Case(li):
+                    m.d.comb += scanner.limit_tensor.eq(lp.out_tensor)
         m.d.comb += [
-            scanner.seg.eq(Mux(first_scan, 0, sc_seg)),
-            scanner.limited.eq(fn_active & (seg_tensor == out_tensor)),
+            scanner.limit_active.eq(fn_active),
             scanner.limit.eq(fn_words),
+            inc["act_reads"].eq(scanner.reads),
         ]
 
         # ------------------------------------------------------------- input and output streams
@@ -287,21 +310,12 @@ class ApicalTop(wiring.Component):
                 with m.Case(ti):
                     m.d.comb += next_base.eq(s.tensors[(ti + 1) % n_in].word_base)
 
-        last = s.layers[-1]
-        last_t = s.tensors[last.out_tensor]
-        out_n = Signal(range(last.size + 1))
-        m.submodules.out_pos = out_pos = Memory(
-            shape=unsigned(len(Signal(range(s.act_words))) + len(Signal(range(max(P, 2))))),
-            depth=last.size, init=[])
-        lane_bits = len(Signal(range(max(P, 2))))
-        out_pos.init = [((last_t.word_base + p // P) << lane_bits) | (p % P) for p in last_t.positions]
-        pos_rd = out_pos.read_port(domain="comb")
-        m.d.comb += [pos_rd.addr.eq(out_n), out_rd.addr.eq(pos_rd.data[lane_bits:])]
-        raw = out_rd.data.word_select(pos_rd.data[:lane_bits], A)[:last.out_bits]
-        out_val = Signal(signed(A + 1))
-        m.d.comb += out_val.eq(raw.as_signed() if last.out_signed else raw)
-        best = Signal(signed(A + 1))
-        best_idx = Signal(range(max(last.size, 2)))
+        m.submodules.output = output = OutputStage(s, len(self.m_axis_tdata))
+        m.d.comb += [
+            out_rd.addr.eq(output.act_addr), output.act_data.eq(out_rd.data),
+            self.m_axis_tvalid.eq(output.beats.valid), self.m_axis_tdata.eq(output.beats.payload.data),
+            self.m_axis_tlast.eq(output.beats.payload.last), output.beats.ready.eq(self.m_axis_tready),
+        ]
 
         # One input lane as wide as an activation lane: the stream may be narrower than
         # the widest tensor (8-bit inputs, a 9..16-bit layer), so widen, never re-slice.
@@ -321,10 +335,10 @@ class ApicalTop(wiring.Component):
                     with m.If(in_e + 1 == t_size):
                         m.d.sync += [in_e.eq(0), in_lane.eq(0), in_word.eq(next_base)]
                         with m.If(in_t == n_in - 1):
-                            m.d.sync += [in_t.eq(0), sc_seg.eq(0), sc_layer.eq(0)]
-                            m.d.comb += [first_scan.eq(1), scanner.start.eq(1),
-                                         inc["act_reads"].eq(s.tensors[s.segments[0].tensor].size)]
-                            m.next = "SCAN"
+                            # The scanner's first fetch is in the next cycle, after this write.
+                            m.d.sync += [in_t.eq(0), sc_layer.eq(0)]
+                            m.d.comb += [scanner.seg.eq(0), scanner.start.eq(1)]
+                            m.next = "RUN"
                         with m.Else():
                             m.d.sync += in_t.eq(in_t + 1)
                     with m.Else():
@@ -333,39 +347,22 @@ class ApicalTop(wiring.Component):
                             m.d.sync += [in_lane.eq(0), in_word.eq(in_word + 1)]
                         with m.Else():
                             m.d.sync += in_lane.eq(in_lane + 1)
-            with m.State("SCAN_START"):
-                m.d.comb += [scanner.start.eq(1), inc["act_reads"].eq(seg_size)]
-                m.next = "SCAN"
-            with m.State("SCAN"), m.If(scanner.done):
-                with m.If(seg_last):
-                    m.next = "DRAIN"
-                with m.Else():
-                    m.d.sync += sc_seg.eq(sc_seg + 1)
-                    m.next = "SCAN_START"
-            with m.State("DRAIN"), m.If(~any_busy & ~fn_active):
+            # A layer is done once the scanner has sent its last event and the PEs have
+            # only their last accumulator writes in flight: finalise it and start the next.
+            with m.State("RUN"), m.If(~scanner.busy & ~any_busy & ~fn_active):
                 m.d.comb += fn_start.eq(1)
                 m.d.sync += fn_layer.eq(sc_layer)
                 with m.If(sc_layer == n_layers - 1):
                     m.next = "FINISH"
                 with m.Else():
-                    m.d.sync += [sc_layer.eq(sc_layer + 1), sc_seg.eq(sc_seg + 1)]
-                    m.next = "SCAN_START"
+                    m.d.sync += sc_layer.eq(sc_layer + 1)
+                    m.d.comb += [scanner.seg.eq(first_seg), scanner.start.eq(1)]
             # The last finaliser write is this cycle at the latest: OUT reads it from the next.
-            with m.State("FINISH"), m.If(~fn_issuing & (sum(pipe_valid[:-1]) == 0) & ~fn_start):
-                m.d.sync += out_n.eq(0)
+            with m.State("FINISH"), m.If(~fn_issuing & ~Cat(pipe_valid[:-1]).any() & ~fn_start):
+                m.d.comb += output.start.eq(1)
                 m.next = "OUT"
-            with m.State("OUT"):
-                m.d.comb += [self.m_axis_tvalid.eq(1), self.m_axis_tdata.eq(out_val)]
-                with m.If(self.m_axis_tready):
-                    with m.If((out_n == 0) | (out_val > best)):
-                        m.d.sync += [best.eq(out_val), best_idx.eq(out_n)]
-                    m.d.sync += out_n.eq(out_n + 1)
-                    with m.If(out_n == last.size - 1):
-                        m.next = "CLASS"
-            with m.State("CLASS"):
-                m.d.comb += [self.m_axis_tvalid.eq(1), self.m_axis_tdata.eq(best_idx), self.m_axis_tlast.eq(1)]
-                with m.If(self.m_axis_tready):
-                    m.next = "IN"
+            with m.State("OUT"), m.If(output.done):
+                m.next = "IN"
             running = Signal()
             m.d.comb += running.eq(~self.s_axis_tready & ~self.m_axis_tvalid)
 

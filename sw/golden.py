@@ -134,15 +134,29 @@ def saturate(v: np.ndarray | int, bits: int, signed: bool) -> np.ndarray:
 
 
 def requantize(acc: np.ndarray | int, site: Site) -> np.ndarray:
-    """A site's accumulator -> its requantized value: rhe(acc * multiplier, shift), relu, saturate."""
+    """A site's accumulator -> its requantized value: rhe(acc * multiplier [+ offset], shift), relu, saturate.
+
+    Per-neuron multipliers and offsets (``site.per_neuron``) apply along the
+    last axis of ``acc`` (one entry per neuron).
+    """
     a = np.asarray(acc)
-    mult = int(site.requant.multiplier)
-    if a.dtype != object and _max_abs_bits(a) + mult.bit_length() >= _INT64_SAFE_BITS:
-        a = a.astype(object)
-    if mult != 1:
-        a = a * mult if a.dtype == object else a.astype(np.int64) * np.int64(mult)
+    if site.per_neuron:
+        size = a.shape[-1] if a.ndim else 1
+        mult = site.neuron_multipliers(size)
+        off = site.neuron_offsets(size)
+        mbits = int(mult.max()).bit_length() if mult.size else 1
+        if a.dtype == object or _max_abs_bits(a) + mbits + 1 >= _INT64_SAFE_BITS or _max_abs_bits(off) + 1 >= _INT64_SAFE_BITS:
+            a = a.astype(object) * mult.astype(object) + off.astype(object)
+        else:
+            a = a.astype(np.int64) * mult + off
+    else:
+        m1 = int(site.requant.multiplier)
+        if a.dtype != object and _max_abs_bits(a) + m1.bit_length() >= _INT64_SAFE_BITS:
+            a = a.astype(object)
+        if m1 != 1:
+            a = a * m1 if a.dtype == object else a.astype(np.int64) * np.int64(m1)
     v = rhe_shift(a, site.requant.shift)
-    lo, hi = int_range(site.bits, site.signed)
+    lo, hi = site.out_range
     if site.activation == "relu":
         lo = max(lo, 0)  # relu then saturation == saturation to [max(lo, 0), hi]
     if v.dtype == object:

@@ -17,7 +17,14 @@ Arithmetic every consumer (golden model, RTL) must implement exactly:
 * ``requant(acc) = rhe(acc * multiplier, shift)`` where ``rhe(v, s)`` for
   ``s > 0`` divides by ``2**s`` rounding half to even, and for ``s <= 0`` is
   ``v << -s``. Then ``relu`` (when ``activation == "relu"``), then saturation
-  to the site's (bits, signed) range.
+  to the site's (bits, signed) range, or to the narrow range
+  ``[-(2**(bits-1) - 1), 2**(bits-1) - 1]`` when ``narrow`` (signed only).
+* A site may carry per-neuron requantisation (float and per-channel scales,
+  folded BatchNorm): ``multipliers`` and ``offsets`` (int64 ``[size]``), and
+  then ``requant(acc[j]) = rhe(acc[j] * multipliers[j] + offsets[j], shift)``;
+  the offset is added after the multiply, in units of ``2**-shift`` output
+  steps, so fractional biases keep their precision. Without them a site
+  behaves as ``multipliers[j] = requant.multiplier``, ``offsets[j] = 0``.
 * A ``dense`` layer has one site, ``main``; its requantized value is the
   layer output.
 * A ``two_point`` layer has sites ``r`` (receptive field) and ``c`` (context);
@@ -74,6 +81,7 @@ FORMAT = "apical-ir"
 VERSION = 1
 MAX_BITS = 16  # activation/weight/table value widths the format allows
 MAX_ACC_BITS = 48  # DSP48E2 accumulator width
+MAX_OFFSET_BITS = 48  # per-neuron requant offsets (added to the product, DSP48E2 C port)
 LAYER_KINDS = ("dense", "two_point")
 ACTIVATIONS = ("relu", "identity")
 GATES = ("r", "c")  # two_point: the site evaluated first when context gating is on
@@ -138,6 +146,31 @@ class Site:
     bits: int  # width of the requantized value
     signed: bool
     activation: str = "identity"
+    narrow: bool = False  # signed saturation to [-(2**(bits-1) - 1), 2**(bits-1) - 1]
+    multipliers: np.ndarray | None = None  # int64 [size]: per-neuron requant multiplier
+    offsets: np.ndarray | None = None  # int64 [size]: per-neuron addend after the multiply
+
+    @property
+    def per_neuron(self) -> bool:
+        return self.multipliers is not None or self.offsets is not None
+
+    def neuron_multipliers(self, size: int) -> np.ndarray:
+        """int64 ``[size]``: each neuron's multiplier (the site's one when not per-neuron)."""
+        if self.multipliers is not None:
+            return np.asarray(self.multipliers, dtype=np.int64)
+        return np.full(size, self.requant.multiplier, dtype=np.int64)
+
+    def neuron_offsets(self, size: int) -> np.ndarray:
+        """int64 ``[size]``: each neuron's post-multiply offset (zeros when not per-neuron)."""
+        if self.offsets is not None:
+            return np.asarray(self.offsets, dtype=np.int64)
+        return np.zeros(size, dtype=np.int64)
+
+    @property
+    def out_range(self) -> tuple[int, int]:
+        """Saturation range of the requantized value (narrow or full)."""
+        lo, hi = int_range(self.bits, self.signed)
+        return (lo + 1, hi) if self.narrow and self.signed else (lo, hi)
 
     @property
     def nnz(self) -> int:
@@ -309,6 +342,17 @@ def _check_site(ir_tensors: dict[str, TensorSpec], layer: Layer, key: str, site:
         _fail(layer.name, f"{where}.requant.multiplier", f"must be in [1, 2**24), got {rq.multiplier}")
     if not -32 <= rq.shift <= 63:
         _fail(layer.name, f"{where}.requant.shift", f"must be in [-32, 63], got {rq.shift}")
+    if site.narrow and (not site.signed or site.bits < 2):
+        _fail(layer.name, f"{where}.narrow", "narrow range needs a signed site of at least 2 bits")
+    for fld, arr, lo_v, hi_v in (("multipliers", site.multipliers, 1, (1 << 24) - 1),
+                                 ("offsets", site.offsets, -(1 << (MAX_OFFSET_BITS - 1)),
+                                  (1 << (MAX_OFFSET_BITS - 1)) - 1)):
+        if arr is None:
+            continue
+        if not isinstance(arr, np.ndarray) or arr.shape != (layer.size,) or not np.issubdtype(arr.dtype, np.integer):
+            _fail(layer.name, f"{where}.{fld}", f"must be an integer array of shape ({layer.size},)")
+        if arr.size and (int(arr.min()) < lo_v or int(arr.max()) > hi_v):
+            _fail(layer.name, f"{where}.{fld}", f"values must be in [{lo_v}, {hi_v}]")
 
 
 def validate_ir(ir: IR) -> None:
@@ -380,6 +424,8 @@ def _site_to_yaml(site: Site) -> dict[str, Any]:
         "bits": site.bits,
         "signed": site.signed,
         "activation": site.activation,
+        **({"narrow": True} if site.narrow else {}),
+        **({"per_neuron": True} if site.per_neuron else {}),
     }
 
 
@@ -405,6 +451,9 @@ def save_ir(ir: IR, directory: str | Path) -> Path:
             arrays[f"{layer.name}.{k}.indices"] = s.indices.astype(np.int32)
             arrays[f"{layer.name}.{k}.data"] = s.data.astype(np.int32)
             arrays[f"{layer.name}.{k}.bias"] = s.bias.astype(np.int64)
+            if s.per_neuron:
+                arrays[f"{layer.name}.{k}.multipliers"] = s.neuron_multipliers(layer.size)
+                arrays[f"{layer.name}.{k}.offsets"] = s.neuron_offsets(layer.size)
         if layer.table is not None:
             arrays[f"{layer.name}.table"] = layer.table.astype(np.int32)
             entry["table"] = {"key": f"{layer.name}.table", "shape": list(layer.table.shape)}
@@ -478,6 +527,8 @@ class _SiteEntry(Schema):
     bits: int = spec(**_BITS)
     signed: bool = spec()
     activation: str = spec(choices=ACTIVATIONS)
+    narrow: bool = spec(False)
+    per_neuron: bool = spec(False, why="per-neuron multipliers/offsets arrays in weights.npz")
 
 
 @dataclass(frozen=True)
@@ -592,6 +643,11 @@ def load_ir(directory: str | Path) -> IR:
                 bits=s.bits,
                 signed=s.signed,
                 activation=s.activation,
+                narrow=s.narrow,
+                multipliers=(_array(arrays, f"{pre}.multipliers", f"{sw}.multipliers", (entry.size,))
+                             if s.per_neuron else None),
+                offsets=(_array(arrays, f"{pre}.offsets", f"{sw}.offsets", (entry.size,))
+                         if s.per_neuron else None),
             )
         table = None
         if entry.table is not None:

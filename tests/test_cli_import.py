@@ -73,3 +73,43 @@ def test_import_bad_inputs_and_existing_dir(tmp_path: Path, onnx_model: Path, ca
     assert main(["import", str(onnx_model), "--out", str(run), "--force"]) == 1  # the old flag, named
     assert "--overwrite" in capsys.readouterr().err
     assert main(["import", str(onnx_model), "--out", str(run), "--overwrite"]) == 0
+
+
+def test_import_npy_float_and_integer_inputs(tmp_path: Path, onnx_model: Path):
+    """A .npy works (it used to raise TypeError); floats go through the model's input quantizer."""
+    from apical.sw.qonnx_io import quantize_input
+
+    probe = tmp_path / "probe"
+    assert main(["import", str(onnx_model), "--out", str(probe)]) == 0
+    ir = load_ir(probe / "ir")
+    t = ir.inputs[0]
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((5, t.size)) * 3).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["import", str(onnx_model), "--out", str(tmp_path / "f"), "--inputs", str(tmp_path / "x.npy")]) == 0
+    with np.load(tmp_path / "f" / "test_vectors.npz", allow_pickle=False) as f:
+        codes = f["x"]
+    np.testing.assert_array_equal(codes, quantize_input(ir, x))
+    np.testing.assert_array_equal(codes, np.clip(np.round(x / t.scale), *t.range))  # po2 input Quant, by hand
+    assert len(np.unique(codes)) > 5
+    ints = rng.integers(t.range[0], t.range[1] + 1, size=(4, t.size))
+    np.save(tmp_path / "i.npy", ints)
+    assert main(["import", str(onnx_model), "--out", str(tmp_path / "i"), "--inputs", str(tmp_path / "i.npy")]) == 0
+    with np.load(tmp_path / "i" / "test_vectors.npz", allow_pickle=False) as f:
+        np.testing.assert_array_equal(f["x"], ints)
+    summary = json.loads((tmp_path / "i" / "import.json").read_text())
+    assert summary["input_quantizer"]["bits"] == t.bits
+
+
+def test_import_refused_model_lists_problems_and_exits_1(tmp_path: Path, onnx_model: Path, capsys):
+    import onnx
+
+    model = onnx.load(str(onnx_model))
+    for n, (op, name) in zip([n for n in model.graph.node if n.op_type == "Relu"], [("Sigmoid", "s1")], strict=False):
+        n.op_type, n.name = op, name
+    bad = tmp_path / "bad.onnx"
+    onnx.save(model, str(bad))
+    assert main(["import", str(bad), "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("apical: error: ") and "Sigmoid node 's1'" in err
+    assert not (tmp_path / "run" / "ir").exists()

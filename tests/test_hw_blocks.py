@@ -67,7 +67,7 @@ def test_pe_accumulates_like_a_dot_product(pes: int) -> None:
     ir = random_ir(rng, kind="dense", layers=1, input_size=(6, 9), hidden_size=(4, 7))
     layer = ir.layers[0]
     site = layer.sites["main"]
-    sched = compile_schedule(ir, pes)
+    sched = compile_schedule(ir, pes, max_group=1)
     lp = sched.layers[0]
     seg = sched.segments[lp.segments[0]]
     tp = sched.tensors[seg.tensor]
@@ -75,20 +75,24 @@ def test_pe_accumulates_like_a_dot_product(pes: int) -> None:
     w = site.dense_weights(layer.size)
     expected = w @ x  # without bias: the finaliser adds it
     for p in range(pes):
-        dut = ProcessingElement(sched, p, queue_depth=4)
+        # Two queues (issue slots), events alternating between them.
+        dut = ProcessingElement(sched, p, queue_depth=4, slots=2)
         sums = {}
 
         async def bench(ctx, dut=dut, p=p, sums=sums):
+            sent = 0
             for e, v in enumerate(x):
                 if v == 0 or not (sched.mask[seg.index_base + tp.positions[e]] >> p) & 1:
                     continue
-                ctx.set(dut.event.valid, 1)
-                ctx.set(dut.event.payload.addr, seg.index_base + tp.positions[e])
-                ctx.set(dut.event.payload.value, int(v))
-                while not ctx.get(dut.event.ready):
+                port = dut.event[sent % 2]
+                sent += 1
+                ctx.set(port.valid, 1)
+                ctx.set(port.payload.addr, seg.index_base + tp.positions[e])
+                ctx.set(port.payload.value, int(v))
+                while not ctx.get(port.ready):
                     await ctx.tick()
                 await ctx.tick()
-            ctx.set(dut.event.valid, 0)
+                ctx.set(port.valid, 0)
             for _ in range(200):
                 if not ctx.get(dut.busy):
                     break
@@ -167,7 +171,7 @@ def test_schedule_places_every_synapse_once_and_balances() -> None:
             assert sum(lp.syn_per_pe) == nnz, f"P={pes} layer {layer.name}: synapses lost"
             assert sorted(sched.tensors[lp.out_tensor].positions) == sorted(set(sched.tensors[lp.out_tensor].positions))
             if lp.mode == "neuron":
-                assert max(lp.slots) == lp.steps == -(-layer.size // pes)
+                assert max(lp.slots) == lp.steps == -(-layer.size // (pes // lp.group))
         assert sum(sched.synapses_per_pe) == ir.synapses
 
 

@@ -29,9 +29,10 @@ def _beats(ir: IR, inputs: dict[str, np.ndarray], n: int) -> list[int]:
 
 
 def simulate(ir: IR, pes: int, inputs: dict[str, np.ndarray], *, seed: int = 0,
-             in_stall: float = 0.3, out_stall: float = 0.3, reset_after: int | None = None):
+             in_stall: float = 0.3, out_stall: float = 0.3, reset_after: int | None = None,
+             schedule=None):
     """Run every sample through the top; return per-sample (values, class, counters)."""
-    top = ApicalTop(ir, pes)
+    top = ApicalTop(ir, pes, schedule=schedule)
     rst = None
     rng = np.random.default_rng(seed)
     n_samples = next(iter(inputs.values())).shape[0]
@@ -139,10 +140,23 @@ def test_top_small_output_layers_synapse_partitioned(pes: int) -> None:
     rng = np.random.default_rng(70 + pes)
     ir = random_ir(rng, kind="dense", layers=2, input_size=(24, 28), hidden_size=(pes + 1, pes + 1),
                    density=0.9)
-    sched = compile_schedule(ir, pes)
+    sched = compile_schedule(ir, pes, max_group=1)
     assert any(lp.mode == "synapse" and lp.replicas > 1 for lp in sched.layers), [
         (lp.mode, lp.replicas) for lp in sched.layers]
-    check(ir, pes, random_inputs(rng, ir, 3), seed=pes)
+    check(ir, pes, random_inputs(rng, ir, 3), seed=pes, schedule=sched)
+
+
+@pytest.mark.parametrize("pes", [4, 8])
+def test_top_neurons_shared_by_groups_of_pes(pes: int) -> None:
+    # Few neurons per PE: each neuron's synapses are dealt over a group of PEs and the
+    # partial sums added at finalisation (lane p finalises group p % (P / G)).
+    rng = np.random.default_rng(90 + pes)
+    ir = random_ir(rng, kind="two_point", layers=2, input_size=(20, 30), hidden_size=(pes + 3, pes + 3),
+                   density=0.8)
+    sched = compile_schedule(ir, pes)
+    assert any(lp.mode == "neuron" and lp.group > 1 for lp in sched.layers), [
+        (lp.mode, lp.group) for lp in sched.layers]
+    check(ir, pes, random_inputs(rng, ir, 3), seed=pes, schedule=sched)
 
 
 @pytest.mark.parametrize(("pes", "where"), [(2, "input"), (4, "compute")])

@@ -145,11 +145,12 @@ def test_unsupported_node_named(tmp_path: Path) -> None:
     assert "\n" not in str(e.value)
 
 
-def test_non_po2_scale_rejected(tmp_path: Path) -> None:
+def test_non_po2_scale_imported_as_multiplier(tmp_path: Path) -> None:
     path = tmp_path / "mlp.onnx"
     build_and_export(path, bias=False, deep=False, act_in=Int8ActPerTensorFloat)
-    with pytest.raises(ApicalError, match=r"Quant node .*not a power of two"):
-        import_qonnx(path)
+    ir = import_qonnx(path)
+    assert ir.meta["scaling"] == "float"
+    assert ir.layers[0].sites["main"].requant.multiplier > 1  # the float input scale, as a fixed-point multiply
 
 
 def test_missing_and_corrupt_file(tmp_path: Path) -> None:
