@@ -66,6 +66,16 @@ def test_granule_gather_equals_the_masked_dense_product_and_trains_only_live_wei
     assert net.live_parameters() == total - 48 * (DIMS.x_dim - 3)
 
 
+def test_the_gather_follows_a_loaded_mask() -> None:
+    cfg = _cfg()
+    a, b = build_model(cfg, DIMS), build_model(cfg.replace(seed=9), DIMS)
+    assert not torch.equal(a.granule.index, b.granule.index)
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(b.granule.index, a.granule.index)
+    x = torch.rand(8, DIMS.x_dim, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a.eval()(x), b.eval()(x))
+
+
 def test_a_module_built_alone_starts_as_the_same_module_of_the_whole_net() -> None:
     cfg = _cfg()
     whole = build_model(cfg, DIMS)

@@ -84,11 +84,15 @@ class SparseQuantLinear(QuantLinear):
 
     def __init__(self, in_features: int, out_features: int, *, mask: torch.Tensor, **kwargs: Any) -> None:
         super().__init__(in_features, out_features, **kwargs)
+        self.register_buffer("index", torch.zeros(out_features, 0, dtype=torch.long), persistent=False)
+        self.set_mask(mask)
+
+    def set_mask(self, mask: torch.Tensor) -> None:
+        """Take the connectivity from a 0/1 ``mask`` [units, inputs] with equal ones per row."""
         per_row = mask.sum(dim=1)
-        if mask.shape != (out_features, in_features) or not bool((per_row == per_row[0]).all()):
-            raise ValueError(f"mask: needs shape {(out_features, in_features)} with equal ones per row")
-        index = mask.nonzero()[:, 1].reshape(out_features, int(per_row[0]))  # ascending per unit
-        self.register_buffer("index", index, persistent=False)
+        if mask.shape != self.weight.shape or not bool((per_row == per_row[0]).all()):
+            raise ValueError(f"mask: needs shape {tuple(self.weight.shape)} with equal ones per row")
+        self.index = mask.nonzero()[:, 1].reshape(mask.shape[0], int(per_row[0]))  # ascending per unit
 
     def inner_forward_impl(self, x: torch.Tensor, quant_weight: torch.Tensor,
                            quant_bias: torch.Tensor | None) -> torch.Tensor:
@@ -139,6 +143,8 @@ class SparseModularNet(ApicalNet):
             self.granule.bias.copy_(b)
         self.granule_act = make_relu(spec, q.act_bits_for("granule"), HIDDEN_MAX)
         self.register_buffer("granule_mask", mask)
+        # A loaded state brings its own mask: the gather follows it.
+        self.register_load_state_dict_post_hook(lambda net, _keys: net.granule.set_mask(net.granule_mask))
         if self.concat:
             self.out = make_linear(spec, units, self.modules_n * dims.num_classes, q.weight_bits_for("out"))
             self.out_quant = make_signed(spec, q.act_bits_for("out"), HIDDEN_MAX)
