@@ -243,7 +243,8 @@ class _Importer:
                 vec = np.broadcast_to(val.reshape(-1), (size,)).astype(np.float64)
                 if nxt.op_type == "Add":
                     c_vec = c_vec + vec
-                    float_bias |= not quantized and val.size == size
+                    # a bias: an Add straight after the MatMul (BatchNorm's Add follows its Mul)
+                    float_bias |= not quantized and val.size == size and not chain
                 else:
                     a_vec, c_vec = a_vec * vec, c_vec * vec
                 chain.append((nxt.op_type, vec))

@@ -87,7 +87,15 @@ def test_import_summary_notes_float_bias(tmp_path: Path) -> None:
     summary = import_run(path, tmp_path / "run")
     assert summary["scaling"] == "float" and summary["exact"] is False
     assert any("Int32Bias" in n for n in summary["notes"])
+    bn = import_run(zoo_path(tmp_path, "batchnorm"), tmp_path / "bn")
+    assert bn["notes"] == []  # BatchNorm's Add is not a float bias
     assert [la["requant"] for la in summary["layers"]] == EXPECTED_REQUANT["float_bias"]
+
+
+def zoo_path(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.onnx"
+    (zoo.build_tfc if name.startswith("tfc") else zoo.build_mlp)(name, path)
+    return path
 
 
 def test_every_unsupported_node_named_at_once(tmp_path: Path) -> None:
