@@ -146,9 +146,10 @@ def _quant_problem(model: Any, node: Any) -> str | None:
         return f"{nid(node)}: scales must be finite and positive"
     if np.any(zp != 0):
         return f"{nid(node)}: non-zero zero point (asymmetric quantizer) is not supported; use a symmetric one"
-    bits = float(bw.reshape(-1)[0])
-    if bw.size != 1 or bits != int(bits) or not 2 <= bits <= 32:
-        return f"{nid(node)}: bit width {bw.reshape(-1).tolist()} must be one integer in [2, 32]"
+    flat = bw.reshape(-1)
+    # Checked in this order so a NaN, an infinity or an empty array is a reason, never a crash.
+    if flat.size != 1 or not np.isfinite(flat[0]) or float(flat[0]) != int(flat[0]) or not 2 <= flat[0] <= 32:
+        return f"{nid(node)}: bit width {flat[:4].tolist()} must be one integer in [2, 32]"
     mode = str(attrs(node).get("rounding_mode", "ROUND")).upper()
     if mode not in ("ROUND", "HALF_EVEN"):
         return f"{nid(node)}: rounding_mode {mode} is not supported (need ROUND)"

@@ -198,3 +198,19 @@ def test_export_run_round_trips_through_import(tmp_path: Path, kind: str, model:
     # and QONNX's own execution agrees on a few samples
     ref = qonnx_outputs(path, x[:8] * ir.inputs[0].scale) / imported.layers[-1].out_scale
     assert np.array_equal(b.outputs["out"][:8], ref.astype(np.int64))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 2.5, None])
+def test_non_finite_or_odd_bit_width_is_a_reason_not_a_crash(tmp_path: Path, bad: float | None) -> None:
+    path = tmp_path / "mlp.onnx"
+    build_and_export(path, bias=True, deep=False)
+    model = onnx.load(str(path))
+    quant = next(n for n in model.graph.node if n.op_type == "Quant")
+    init = next(i for i in model.graph.initializer if i.name == quant.input[3])
+    value = np.zeros(0, dtype=np.float32) if bad is None else np.array(bad, dtype=np.float32)
+    init.CopyFrom(onnx.numpy_helper.from_array(value, init.name))
+    onnx.save(model, str(path))
+    # An empty bit width already fails qonnx's shape inference: one line naming the file.
+    match = "mlp.onnx: QONNX normalisation failed" if bad is None else "bit width .* must be one integer in \\[2, 32\\]"
+    with pytest.raises(ApicalError, match=match):
+        import_qonnx(path)
