@@ -100,9 +100,8 @@ BOARDS: dict[str, BoardSpec] = {
 
 
 def constraints_dir() -> Path:
-    """The shipped ``constraints/`` folder (beside the package folders in the source tree)."""
-    here = Path(str(resources.files("apical.flows"))).resolve()
-    return here.parent / "constraints"
+    """The shipped constraint files (package ``apical.constraints``: ``constraints/`` in the source tree)."""
+    return Path(str(resources.files("apical.constraints"))).resolve()
 
 
 def _memory_bits(ir: IR, pes: int) -> dict[str, int]:
