@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,9 @@ from apical.sw.errors import ApicalError, CheckFailed
 from apical.sw.golden import run_golden
 from apical.sw.ir import IR, save_ir
 from apical.sw.ir_random import random_inputs, random_ir
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_sim_checks import _corrupt_weights, _wide_ir  # one copy of the corruption helper
 
 # Shared across runs (ignored by git): fast builds are keyed by content.
 BUILD_ROOT = Path(__file__).resolve().parents[1] / "build" / "sim_build"
@@ -141,40 +145,6 @@ def _run_dir(tmp_path: Path, ir: IR, pes: int, n: int, *, seed: int = 0) -> Path
     np.savez(run / "test_vectors.npz", labels=np.zeros(n, dtype=np.int64), **inputs)
     write_run_config(Config().replace(hardware=HardwareConfig(pes=pes)), run)
     return run
-
-
-def _wide_ir(seed: int) -> IR:
-    """A 3-layer IR whose tensors are 9..16 bits wide and whose logits are the raw accumulator."""
-    for s in range(seed, seed + 50):
-        ir = random_ir(np.random.default_rng(s), kind="dense", layers=3, input_size=(6, 10),
-                       hidden_size=(4, 8), bits=(2, 12), raw_output=1.0)
-        last = ir.layers[-1].sites["main"]
-        if last.requant.shift == 0 and last.bits == last.acc_bits and last.bits > 8:
-            return ir
-    raise AssertionError("no raw wide IR drawn")
-
-
-def _corrupt_weights(verilog: Path, weight_bits: int) -> int:
-    """Negate the weight field (the top ``weight_bits`` of each entry) of every stored synapse."""
-    text = verilog.read_text()
-    pat = re.compile(r"(weight_mem\[\d+\] = )(\d+)'h([0-9a-f]+);")
-    count = 0
-
-    def flip(mt: re.Match) -> str:
-        nonlocal count
-        width, word = int(mt.group(2)), int(mt.group(3), 16)
-        low = width - weight_bits
-        w = word >> low
-        w = w - (1 << weight_bits) if w >> (weight_bits - 1) else w
-        if w == 0:
-            return mt.group(0)
-        nw = (-w) & ((1 << weight_bits) - 1) if w != -(1 << (weight_bits - 1)) else (1 << (weight_bits - 1)) - 1
-        count += 1
-        new = (nw << low) | (word & ((1 << low) - 1))
-        return f"{mt.group(1)}{width}'h{new:0{(width + 3) // 4}x};"
-
-    verilog.write_text(pat.sub(flip, text))
-    return count
 
 
 def test_cli_fast_path_whole_split_catches_a_corrupted_design(tmp_path: Path, capsys) -> None:
