@@ -294,6 +294,24 @@ def cmd_faults(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_neurobench(args: argparse.Namespace) -> int:
+    from apical.flows.flow import run_lock
+    from apical.flows.neurobench_check import neurobench_run
+
+    run_dir = Path(args.run_dir)
+    _run_dir_config(run_dir)
+    with run_lock(run_dir):
+        s = neurobench_run(run_dir, samples=args.samples)
+    nb, ap = s["neurobench"], s["apical"]
+    _console().print(
+        f"neurobench {s['neurobench_version']} on {s['samples']} samples: syn ops/inference "
+        f"{nb['effective_syn_ops_per_inference']:.2f} (apical {ap['effective_syn_ops_per_inference']:.2f}), "
+        f"connection sparsity {nb['connection_sparsity']:.4f}, activation sparsity "
+        f"{nb['activation_sparsity']:.4f}: all agree; {run_dir / 'neurobench.json'}"
+    )
+    return 0
+
+
 def _csv(text: str | None, conv: Any) -> list[Any] | None:
     if not text:
         return None
@@ -417,6 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--verilator-draws", type=int, default=0, help="the first N RTL draws again on Verilator")
     sp.add_argument("--synth", action="store_true", help="also synthesise the parity design (LUT/FF/BRAM cost)")
     sp.set_defaults(fn=cmd_faults)
+
+    sp = sub.add_parser("neurobench", help="the neurobench package's metrics on the exported net, checked against apical's")
+    sp.add_argument("run_dir", help="run directory (exported)")
+    sp.add_argument("--samples", type=int, default=0, help="first N test samples (default 0: all)")
+    sp.set_defaults(fn=cmd_neurobench)
 
     sp = sub.add_parser("steps", help="list the steps of the flow")
     sp.set_defaults(fn=cmd_steps)
