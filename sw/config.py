@@ -319,6 +319,9 @@ class HardwareConfig(_Section):
     backpressure: bool = True  # `apical sim` drives random back-pressure on both streams
     # `apical bitstream`: keep a build that misses the board clock (still recorded as failed timing)
     allow_timing_failure: bool = False
+    # `apical synth`: also place and route for this device (nextpnr-ecp5, out of context) and
+    # record Fmax and the worst path in synth.json; none: resources only
+    timing: str = spec("none", choices=("none", "lfe5u-85f-6"))
     # Export two-point layers with context gating (`apical.sw.ir`): the golden model skips and
     # does not count synapses the modulation table makes irrelevant. The RTL does not implement
     # it yet, so `apical rtl`/`sim` refuse a gated IR; off by default.

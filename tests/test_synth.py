@@ -14,7 +14,7 @@ from apical.flows.parts import PARTS, known_parts, part_capacity
 from apical.flows.synth import fit_check, resource_counts, synth_run
 from apical.hw.schedule import compile_schedule
 from apical.hw.top import ApicalTop
-from apical.sw.config import Config, HardwareConfig
+from apical.sw.config import Config, HardwareConfig, load_config
 from apical.sw.errors import ApicalError
 from apical.sw.ir import IR, save_ir
 from apical.sw.ir_random import random_ir
@@ -114,3 +114,27 @@ def test_large_weight_memory_lands_in_block_ram(tmp_path: Path) -> None:
     # ... and it is not spread over distributed RAM instead.
     assert res["lutram_luts"] * 64 < pes * mem["depth"] * mem["width"]
     assert s["part"] == "xczu7ev-ffvc1156-2-e"
+
+
+@pytest.mark.slow
+def test_synth_records_ecp5_timing(tmp_path: Path) -> None:
+    """``hardware.timing``: the same Verilog placed and routed by nextpnr-ecp5; Fmax and the worst path."""
+    ir = random_ir(np.random.default_rng(3), kind="dense", layers=1, input_size=(3, 3), hidden_size=(2, 2),
+                   bits=(2, 4))
+    run = _run_dir(tmp_path, ir, 1)
+    cfg = Config(hardware=HardwareConfig(pes=1, timing="lfe5u-85f-6", clock_mhz=50.0))
+    s = synth_run(cfg, run, part="xczu3eg")
+    t = s["timing"]
+    assert t["device"] == "LFE5U-85F-6 CABGA381" and t["target_mhz"] == 50.0
+    assert 10.0 < t["fmax_mhz"] < 1000.0 and t["target_met"] == (t["fmax_mhz"] >= 50.0)
+    cp = t["critical_path"]
+    assert cp["start"] and cp["end"] and 0 < cp["delay_ns"] <= 1000.0 / t["fmax_mhz"] + 1e-6
+    assert t["utilization"] and all(v["used"] > 0 for v in t["utilization"].values())
+    assert json.loads((run / "synth.json").read_text())["timing"] == t
+
+
+def test_unknown_timing_device_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("hardware:\n  timing: xc7a35t\n")
+    with pytest.raises(ApicalError, match=r"hardware\.timing: must be one of 'none', 'lfe5u-85f-6'"):
+        load_config(p)
