@@ -52,12 +52,12 @@ from apical.sw.ir import IR
 
 __all__ = ["IRMirror", "Probe", "neurobench_crosscheck", "neurobench_run", "require_neurobench"]
 
-_INSTALL = "pip install --no-deps -r requirements-nodeps.txt (neurobench==2.3.0 snntorch==1.0.0)"
+_INSTALL = "pip install --no-deps -r requirements-nodeps.txt (neurobench==2.3.0 snntorch==1.0.0 tqdm==4.70.1)"
 
 
 def require_neurobench(command: str) -> None:
     """Raise `ApicalError` with the install line when neurobench or snntorch is missing."""
-    for module in ("neurobench", "snntorch"):
+    for module in ("neurobench", "snntorch", "tqdm"):
         if importlib.util.find_spec(module) is None:
             raise ApicalError(f"{command} needs {module}, which is not installed: {_INSTALL}")
 
