@@ -7,9 +7,9 @@ schedule (`apical.hw.schedule.Schedule`: its `memories()`, widths, P and
 issue slots) and the IR's layer kinds:
 
 * DSP48E2 and block RAM are counted per component, from rules derived from
-  how yosys maps each memory (block RAM only for registered-read memories
-  large enough that its cost model prefers a RAMB18E2/RAMB36E2 over LUT-RAM)
-  and which multipliers it packs into DSPs;
+  how yosys maps each memory (block RAM only for registered-read ROMs large
+  enough that its cost model prefers a RAMB18E2/RAMB36E2 over LUT logic) and
+  which multipliers it packs into DSPs;
 * LUT and FF are a linear model in a handful of schedule features whose
   coefficients are fitted (least squares) to yosys runs of small designs.
 
@@ -27,10 +27,11 @@ from importlib import resources
 from typing import Any
 
 from apical.hw.schedule import Schedule
+from apical.sw.errors import ApicalError
 from apical.sw.ir import IR
 
 __all__ = ["calibration_errors", "calibration_table", "estimate_from_features", "estimate_resources",
-           "schedule_features"]
+           "rom_in_bram", "schedule_features"]
 
 
 def schedule_features(ir: IR, sched: Schedule) -> dict[str, Any]:
@@ -63,21 +64,69 @@ def schedule_features(ir: IR, sched: Schedule) -> dict[str, Any]:
 #
 # How the generated RTL's memories reach yosys (`apical.hw.pe`, `finaliser`, `scanner`, `top`):
 # the writable ones (activations, accumulators, event queues) are read combinationally, so
-# they can only become LUT-RAM; the read-only ones (weights, index, bias, tables, event mask,
-# output positions) are ROMs that synth_xilinx's memory_map turns into LUT logic (the
-# calibration logs show every one "mapped" to logic, none to RAMB18E2/RAMB36E2). So the
-# design uses no block RAM; `estimate_resources` still counts a memory as block RAM when
-# the calibration table shows yosys did so for its shape, which it has not.
-_ROMS = ("weight", "index", "bias", "table", "event_mask", "requant")
+# they can only become LUT-RAM. The read-only ones with a registered read (weights, index,
+# event mask, tables) are ROMs that yosys' memory_libmap either puts in block RAM or leaves
+# to memory_map (LUT logic), whichever its cost model calls cheaper: a ROM in logic costs
+# ``bits / 64`` (one LUT6 per 64 bits), a block-RAM mapping ``blocks x cost`` with the
+# costs and shapes of yosys' UltraScale+ library (techlibs/xilinx/brams_xc4v.txt: RAMB18E2
+# 129, RAMB36E2 257; 1/2/4/9/18 bits wide in true dual-port mode, up to 36/72 in simple
+# dual-port mode). Standalone ROMs probed with yosys (bench/calibrate_estimate.py's table
+# and 855/917/918/1024/1242 x 9 bits) sit on exactly that boundary: 917 x 9 = 8253 bits
+# stays logic, 918 x 9 = 8262 bits takes one RAMB18E2.
+_ROMS = ("weight", "index", "event_mask", "table")  # registered reads: block RAM candidates
+_COMB_ROMS = ("bias", "requant")  # combinational reads: always logic
 _RAMS = ("activation", "accumulator")
+_LOGIC_COST_ROM = 1 / 64
+# (cost, address bits, port widths) of each block-RAM mode yosys may choose for a ROM
+_BRAM_MODES = (
+    ("ramb18e2", 129, 14, (1, 2, 4, 9, 18, 36)),  # HALF: TDP up to 18, SDP up to 36
+    ("ramb36e2", 257, 15, (1, 2, 4, 9, 18, 36, 72)),  # FULL: TDP up to 36, SDP up to 72
+)
+
+
+def _bram_choice(width: int, depth: int) -> tuple[str, int, float] | None:
+    """(block kind, blocks, cost) of the cheapest block-RAM mapping of a ``depth x width`` ROM."""
+    best = None
+    for kind, cost, abits, widths in _BRAM_MODES:
+        for w in widths:
+            # 9, 18, 36, 72: bytes of 8 data + 1 parity bits; the array holds 2**abits data bits
+            data_bits = w if w < 9 else w // 9 * 8
+            words = (1 << abits) // data_bits
+            n = math.ceil(width / w) * math.ceil(depth / words)
+            c = n * cost
+            if best is None or c < best[2]:
+                best = (kind, n, c)
+    return best
+
+
+def rom_in_bram(width: int, depth: int) -> tuple[str, int] | None:
+    """The block RAM yosys gives a registered-read ROM of this shape, or None (LUT logic)."""
+    choice = _bram_choice(width, depth)
+    if choice is None or choice[2] >= width * depth * _LOGIC_COST_ROM:
+        return None
+    return choice[0], choice[1]
+
+
+def _split(f: dict[str, Any]) -> tuple[float, float]:
+    """(RAMB36E2 equivalents, LUT6 of the ROMs left to logic) of a design's memories."""
+    bram, rom_lut6 = 0.0, 0.0
+    for name, m in f["memories"].items():
+        if name not in _ROMS and name not in _COMB_ROMS:
+            continue
+        for d in m["depths"]:
+            choice = rom_in_bram(m["width"], d) if name in _ROMS else None
+            if choice is None:
+                rom_lut6 += m["width"] * math.ceil(d / 64)
+            else:
+                bram += choice[1] / 2 if choice[0] == "ramb18e2" else choice[1]
+    return bram, rom_lut6
 
 
 def _lut_features(f: dict[str, Any]) -> list[float]:
     """The regressors of the LUT/FF model (one row per design)."""
     P = f["pes"]
     mems = f["memories"]
-    # A ROM of depth D and width W: W LUT6 per 64 words before yosys simplifies constant bits.
-    rom_lut6 = sum(m["width"] * sum(math.ceil(d / 64) for d in m["depths"]) for k, m in mems.items() if k in _ROMS)
+    _, rom_lut6 = _split(f)
     # LUT-RAM: 64 words x 1 bit per LUT (a 32-word dual-port pair costs the same).
     ram_luts = sum(m["width"] * sum(math.ceil(d / 64) for d in m["depths"]) for k, m in mems.items() if k in _RAMS)
     return [1.0, float(P), float(P * f["acc_bits"]), float(rom_lut6), float(ram_luts),
@@ -93,8 +142,8 @@ def _dsp(f: dict[str, Any]) -> int:
 
 
 def _bram(f: dict[str, Any]) -> float:
-    """RAMB36E2 equivalents: none (see the rules above)."""
-    return 0.0
+    """RAMB36E2 equivalents (a RAMB18E2 is a half)."""
+    return _split(f)[0]
 
 
 _FIT: dict[str, Any] = {}
@@ -142,10 +191,12 @@ def estimate_resources(ir: IR, sched: Schedule) -> dict[str, Any]:
 def calibration_errors() -> list[dict[str, Any]]:
     """Leave-one-out error of the model on its calibration table (each design predicted by a fit without it)."""
     rows = calibration_table()
+    n_features = len(_lut_features(rows[0]["features"]))
+    if len(rows) <= n_features + 1:
+        raise ApicalError(f"estimate: {len(rows)} calibration designs cannot test a {n_features}-feature model")
     out = []
     for i, r in enumerate(rows):
-        rest = rows[:i] + rows[i + 1:]
-        e = estimate_from_features(r["features"], _fit(rest) if len(rest) >= 6 else None)
+        e = estimate_from_features(r["features"], _fit(rows[:i] + rows[i + 1:]))
         y = r["yosys"]
         y_lut = y["lut"] + y["lutram_luts"]
         y_bram = y["ramb36e2"] + y["ramb18e2"] / 2

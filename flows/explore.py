@@ -16,7 +16,7 @@ config's table), takes the latency from the schedule (the cycle lower bound,
 `Schedule.cycle_lower_bound`, on the validation counts) and the resources from
 `apical.flows.estimate` (no RTL, no simulation, no yosys). Hard constraints
 (fits the budget part, LUT/DSP/BRAM caps, energy and latency ceilings) are
-Optuna constraints: a design that breaks one is recorded as infeasible; a
+Optuna constraints (`Trial.set_constraint`): a design that breaks one is recorded as infeasible; a
 design that cannot be built (the datapath does not fit) is a failed trial.
 Objectives are chosen on validation; test figures are only reported.
 
@@ -73,6 +73,7 @@ __all__ = [
     "explore",
     "load_space",
     "measure_design",
+    "pareto",
 ]
 
 # (name, direction): the study's objectives, in order.
@@ -490,10 +491,8 @@ def explore(
     t_start = time.perf_counter()
     storage = JournalStorage(JournalFileBackend(str(out_dir / "study.journal")))
 
-    def constraints(ft: Any) -> list[float]:
-        return list(ft.user_attrs.get("constraints", [0.0]))
-
-    sampler = optuna.samplers.TPESampler(seed=base.seed, constraints_func=constraints, n_startup_trials=8)
+    # Constraints are set on each trial (`Trial.set_constraint`); the sampler reads them.
+    sampler = optuna.samplers.TPESampler(seed=base.seed, n_startup_trials=8)
     study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler,
                                 directions=[d for _, d in OBJECTIVES], load_if_exists=True)
     # A trial left running by a killed search: closed as failed (and not counted), then redrawn.
@@ -565,7 +564,8 @@ def explore(
                 for k, v in r.items():
                     trial.set_user_attr(k, v)
                 trial.set_user_attr("violations", viol)
-                trial.set_user_attr("constraints", list(viol.values()) or [0.0])
+                for k, v in viol.items():
+                    trial.set_constraint(k, v)
                 trial.set_user_attr("measured", True)
                 study.tell(trial, [r[n] for n, _ in OBJECTIVES])
             report("trial")
@@ -608,7 +608,7 @@ def explore(
         if rank < verify_top:
             if progress:
                 progress("verify", {"name": name, "rank": rank + 1, "of": min(verify_top, len(front))})
-            e.update(_verify(load_front_config(yaml_path), out_dir / "verify" / name, e))
+            e.update(_verify(load_front_config(yaml_path), out_dir / "verify" / name))
         entries.append(e)
     result = {
         "config": base.name,
@@ -616,7 +616,7 @@ def explore(
         "objectives": [{"name": n, "direction": d} for n, d in OBJECTIVES],
         "budget": {k: v for k, v in dataclasses.asdict(budget).items() if v is not None},
         "space": _space_dict(space),
-        "sampler": "optuna TPESampler (multi-objective, constraints_func)",
+        "sampler": "optuna TPESampler (multi-objective, constraints per trial)",
         "storage": "study.journal",
         "trials_wanted": trials,
         "trials_complete": sum(r["state"] == "COMPLETE" for r in rows),
@@ -668,16 +668,19 @@ def _rows(study: Any) -> list[dict[str, Any]]:
             "params": a.get("params", {}),
             "feasible": t.state is TrialState.COMPLETE and all(v <= 0 for v in viol.values()),
             "violations": {k: v for k, v in viol.items() if v > 0},
-            **{k: v for k, v in a.items() if k not in ("params", "violations", "constraints", "measured")},
+            **{k: v for k, v in a.items() if k not in ("params", "violations", "measured")},
         }
         rows.append(row)
     return rows
 
 
-def _verify(cfg: Config, run_dir: Path, est: dict[str, Any]) -> dict[str, Any]:
+def _verify(cfg: Config, run_dir: Path) -> dict[str, Any]:
     """The whole flow up to yosys for one front design; its figures against the trial's estimate."""
+    from apical.flows.estimate import estimate_resources
     from apical.flows.flow import run_flow
     from apical.flows.synth import fit_check
+    from apical.hw.schedule import compile_schedule
+    from apical.sw.ir import load_ir
 
     cfg = cfg.replace(hardware=dataclasses.replace(cfg.hardware, simulator="verilator", sim_path="fast",
                                                    sim_samples=0))
@@ -692,8 +695,13 @@ def _verify(cfg: Config, run_dir: Path, est: dict[str, Any]) -> dict[str, Any]:
     _, _, over = fit_check(res, cfg.hardware.part)
     y_lut = res["lut"] + res["lutram_luts"]
     y_bram = res["ramb36e2"] + res["ramb18e2"] / 2
+    # The estimate of the design as rebuilt here (the same IR as the trial's when training
+    # reproduces, which `retrained_test_acc` shows), priced by the estimator as it stands now.
+    ir = load_ir(run_dir / "ir")
+    est = estimate_resources(ir, compile_schedule(ir, cfg.hardware.pes))
     e_lut = est["lut"]
     return {
+        "estimate": est,
         "verified": True,
         "run_dir": str(run_dir.name),
         "bit_exact": bool(sim.get("bit_exact")) and bool(sim.get("counters_match")),
