@@ -57,7 +57,43 @@ def schedule_features(ir: IR, sched: Schedule) -> dict[str, Any]:
         "act_words": sched.act_words,
         "synapses": int(sum(sched.synapses_per_pe)),
         "memories": {name: {"width": m.width, "depths": list(m.depths)} for name, m in mems.items()},
+        # bits that vary between the words of each registered-read ROM instance: yosys drops
+        # the constant columns of a ROM before choosing between block RAM and logic
+        "rom_live_bits": _rom_live_bits(sched),
     }
+
+
+def _live_bits(words: list[tuple[int, ...]], widths: tuple[int, ...]) -> int:
+    """Bit columns not constant over ``words`` (tuples of field values, two's complement per field)."""
+    if len(words) <= 1:
+        return 0
+    live = 0
+    for i, w in enumerate(widths):
+        mask = (1 << w) - 1
+        vals = [v[i] & mask for v in words]
+        all_or = all_and = vals[0]
+        for v in vals[1:]:
+            all_or |= v
+            all_and &= v
+        live += bin(all_or ^ all_and).count("1")
+    return live
+
+
+def _rom_live_bits(sched: Schedule) -> dict[str, list[int]]:
+    from apical.hw.layouts import index_layout, weight_layout
+
+    wl = weight_layout(sched.acc_depth, sched.weight_bits)
+    il = index_layout(sched.weight_depth, sched.max_fanout)
+    w_widths = tuple(f.width for _, f in wl)
+    i_widths = tuple(f.width for _, f in il)
+    out = {
+        "weight": [_live_bits(list(im.weights) or [(0, 0, 0)], w_widths) for im in sched.images],
+        "index": [_live_bits(list(im.index), i_widths) for im in sched.images],
+        "event_mask": [_live_bits([(m,) for m in sched.mask], (sched.pes,))],
+    }
+    if sched.table:
+        out["table"] = [_live_bits([(t,) for t in sched.table], (sched.act_bits,))] * sched.pes
+    return out
 
 
 # --------------------------------------------------------------------------- the rules and the model
@@ -70,13 +106,15 @@ def schedule_features(ir: IR, sched: Schedule) -> dict[str, Any]:
 # ``bits / 64`` (one LUT6 per 64 bits), a block-RAM mapping ``blocks x cost`` with the
 # costs and shapes of yosys' UltraScale+ library (techlibs/xilinx/brams_xc4v.txt: RAMB18E2
 # 129, RAMB36E2 257; 1/2/4/9/18 bits wide in true dual-port mode, up to 36/72 in simple
-# dual-port mode). Standalone ROMs probed with yosys (bench/calibrate_estimate.py's table
-# and 855/917/918/1024/1242 x 9 bits) sit on exactly that boundary: 917 x 9 = 8253 bits
-# stays logic, 918 x 9 = 8262 bits takes one RAMB18E2.
+# dual-port mode). Standalone random ROMs probed with this yosys (synth_xilinx on one
+# registered-read ROM: 600, 855, 917, 918, 925, 933 x 9 bits stay logic; 940, 970, 1000,
+# 1024, 1025, 1242 x 9, 485 x 18, 300 x 30 and 256 x 33 take one RAMB18E2) put the
+# boundary between 8397 and 8448 bits: block RAM wins once ``bits / 64 >= cost + 3``
+# (the 3 is that measured margin, taken as one per mapping).
 _ROMS = ("weight", "index", "event_mask", "table")  # registered reads: block RAM candidates
 _COMB_ROMS = ("bias", "requant")  # combinational reads: always logic
-_RAMS = ("activation", "accumulator")
 _LOGIC_COST_ROM = 1 / 64
+_BRAM_MARGIN = 3  # measured (see above)
 # (cost, address bits, port widths) of each block-RAM mode yosys may choose for a ROM
 _BRAM_MODES = (
     ("ramb18e2", 129, 14, (1, 2, 4, 9, 18, 36)),  # HALF: TDP up to 18, SDP up to 36
@@ -102,7 +140,7 @@ def _bram_choice(width: int, depth: int) -> tuple[str, int, float] | None:
 def rom_in_bram(width: int, depth: int) -> tuple[str, int] | None:
     """The block RAM yosys gives a registered-read ROM of this shape, or None (LUT logic)."""
     choice = _bram_choice(width, depth)
-    if choice is None or choice[2] >= width * depth * _LOGIC_COST_ROM:
+    if choice is None or choice[2] + _BRAM_MARGIN > width * depth * _LOGIC_COST_ROM:
         return None
     return choice[0], choice[1]
 
@@ -110,27 +148,29 @@ def rom_in_bram(width: int, depth: int) -> tuple[str, int] | None:
 def _split(f: dict[str, Any]) -> tuple[float, float]:
     """(RAMB36E2 equivalents, LUT6 of the ROMs left to logic) of a design's memories."""
     bram, rom_lut6 = 0.0, 0.0
+    live = f.get("rom_live_bits", {})
     for name, m in f["memories"].items():
         if name not in _ROMS and name not in _COMB_ROMS:
             continue
-        for d in m["depths"]:
-            choice = rom_in_bram(m["width"], d) if name in _ROMS else None
+        widths = live.get(name, [m["width"]] * len(m["depths"]))
+        for d, w in zip(m["depths"], widths, strict=True):
+            choice = rom_in_bram(w, d) if name in _ROMS and w else None
             if choice is None:
-                rom_lut6 += m["width"] * math.ceil(d / 64)
+                rom_lut6 += w * math.ceil(d / 64)
             else:
                 bram += choice[1] / 2 if choice[0] == "ramb18e2" else choice[1]
     return bram, rom_lut6
 
 
 def _lut_features(f: dict[str, Any]) -> list[float]:
-    """The regressors of the LUT/FF model (one row per design)."""
-    P = f["pes"]
-    mems = f["memories"]
+    """The regressors of the LUT/FF model (one row per design): a constant, P, the LUT6 of the
+    ROMs left to logic (``live width x ceil(depth / 64)`` each) and the event-queue bits
+    (P x issue slots x event width). Of the subsets tried on the calibration table, this one
+    had the smallest leave-one-out error; accumulator width and LUT-RAM words added nothing
+    the eight designs could pin down."""
     _, rom_lut6 = _split(f)
-    # LUT-RAM: 64 words x 1 bit per LUT (a 32-word dual-port pair costs the same).
-    ram_luts = sum(m["width"] * sum(math.ceil(d / 64) for d in m["depths"]) for k, m in mems.items() if k in _RAMS)
-    return [1.0, float(P), float(P * f["acc_bits"]), float(rom_lut6), float(ram_luts),
-            float(P * f["issue"] * f["event_bits"])]
+    P = f["pes"]
+    return [1.0, float(P), float(rom_lut6), float(P * f["issue"] * f["event_bits"])]
 
 
 def _dsp(f: dict[str, Any]) -> int:

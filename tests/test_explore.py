@@ -149,3 +149,17 @@ def test_search_on_local_ray_resumes_after_a_kill(tmp_path):
     assert (out / "explore.html").read_text().count("data:image/png;base64,") == 2
     # explore.json is what the run returned
     assert json.loads((out / "explore.json").read_text())["front"] == json.loads(json.dumps(res["front"]))
+
+
+# (depth, width, block RAM?) as yosys synth_xilinx mapped one random registered-read ROM
+# (bench/probe_rom_bram.py): the boundary `rom_in_bram` encodes.
+YOSYS_ROMS = [(600, 9, False), (855, 9, False), (917, 9, False), (918, 9, False), (925, 9, False),
+              (933, 9, False), (940, 9, True), (970, 9, True), (1000, 9, True), (1024, 9, True),
+              (1025, 9, True), (1242, 9, True), (485, 18, True), (300, 30, True), (256, 33, True)]
+
+
+@pytest.mark.parametrize(("depth", "width", "bram"), YOSYS_ROMS)
+def test_rom_block_ram_rule_matches_yosys(depth, width, bram):
+    from apical.flows.estimate import rom_in_bram
+
+    assert (rom_in_bram(width, depth) is not None) is bram
