@@ -35,6 +35,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import json
 import math
 import os
 import time
@@ -350,6 +351,18 @@ def pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if not any(_dominates(o, r) for o in rows if o is not r)]
 
 
+def _distinct(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first trial of each design: the sampler may draw one point twice (same config, same figures)."""
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        key = json.dumps({k: v for k, v in r.get("config", {}).items() if k != "name"}, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(r)
+    return out
+
+
 def _front_name(base: Config, number: int) -> str:
     return f"{base.name}-t{number}"
 
@@ -579,7 +592,7 @@ def explore(
 
         rows = _rows(study)
         feasible = [r for r in rows if r["state"] == "COMPLETE" and r["feasible"]]
-        front = pareto(feasible)
+        front = pareto(_distinct(feasible))
         # Ranked on validation: designs that beat the default on both validation accuracy and energy first.
         def beats_default_val(r: dict[str, Any]) -> bool:
             return r["val_acc"] >= dflt["val_acc"] and r["val_energy_uJ"] < dflt["val_energy_uJ"]
@@ -612,6 +625,11 @@ def explore(
             entries.append(e)
         for ref, e in verifying.items():
             e.update(ray.get(ref))
+        # A resumed search's front replaces the last one: configs of designs no longer on it go.
+        kept = {f"{e['name']}.yaml" for e in entries}
+        for old in fdir.glob("*.yaml"):
+            if old.name not in kept:
+                old.unlink()
     finally:
         if started_ray:
             ray.shutdown()
