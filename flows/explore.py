@@ -100,19 +100,28 @@ class Space(Schema):
     kind: tuple[ModelKind, ...] = spec((ModelKind.TWO_POINT,), min_len=1, max_len=3)
     modulation: tuple[Modulation, ...] = spec((Modulation.KAY,), min_len=1, max_len=4)
     # hidden widths, one list per choice (its length is the depth)
-    hidden: tuple[tuple[int, ...], ...] = spec(((64,),), min_len=1, max_len=32,
-                                               each=Rule(min_len=1, max_len=4))
-    fan_in: tuple[int, ...] = spec((4,), min_len=1, max_len=16, each=Rule(ge=1, le=MAX_WIDTH))  # sparse-modular K
+    hidden: tuple[tuple[int, ...], ...] = spec(
+        ((64,),), min_len=1, max_len=32, each=Rule(min_len=1, max_len=4)
+    )
+    fan_in: tuple[int, ...] = spec(
+        (4,), min_len=1, max_len=16, each=Rule(ge=1, le=MAX_WIDTH)
+    )  # sparse-modular K
     modules: tuple[int, ...] = spec((4,), min_len=1, max_len=16, each=Rule(ge=1, le=64))
     granules: tuple[int, ...] = spec((32,), min_len=1, max_len=16, each=Rule(ge=1, le=1024))
     weight_bits: tuple[int, ...] = spec((4,), min_len=1, max_len=7, each=_BITS)
     act_bits: tuple[int, ...] = spec((4,), min_len=1, max_len=7, each=_BITS)
-    site_bits: tuple[int, ...] = spec((4,), min_len=1, max_len=4, each=Rule(ge=3, le=6))  # two-point r/c
+    site_bits: tuple[int, ...] = spec(
+        (4,), min_len=1, max_len=4, each=Rule(ge=3, le=6)
+    )  # two-point r/c
     # search weight and activation bits per layer (quant.layers) rather than once for the net
     per_layer_bits: bool = False
     # two-point context synapses per unit; 0: all (dense context)
-    context_fan_in: tuple[int, ...] = spec((0,), min_len=1, max_len=16, each=Rule(ge=0, le=MAX_WIDTH))
-    activity_penalty: tuple[float, ...] = spec((0.0,), min_len=1, max_len=16, each=Rule(ge=0, le=1e3))
+    context_fan_in: tuple[int, ...] = spec(
+        (0,), min_len=1, max_len=16, each=Rule(ge=0, le=MAX_WIDTH)
+    )
+    activity_penalty: tuple[float, ...] = spec(
+        (0.0,), min_len=1, max_len=16, each=Rule(ge=0, le=1e3)
+    )
     pes: tuple[int, ...] = spec((8,), min_len=1, max_len=16, each=Rule(ge=1, le=64))
     # the short training budget of a trial (the base config's other training settings stand)
     epochs: int = spec(10, ge=1, le=10_000)
@@ -122,7 +131,9 @@ class Space(Schema):
         for i, h in enumerate(self.hidden):
             for j, w in enumerate(h):
                 if isinstance(w, bool) or not isinstance(w, int) or not 1 <= w <= MAX_WIDTH:
-                    raise SchemaError(f"hidden[{i}][{j}]", f"must be an integer in [1, {MAX_WIDTH}], got {w!r}")
+                    raise SchemaError(
+                        f"hidden[{i}][{j}]", f"must be an integer in [1, {MAX_WIDTH}], got {w!r}"
+                    )
 
 
 def default_space_path() -> Path:
@@ -165,8 +176,13 @@ class Budget:
             out["part_ff"] = m["ff"] - cap.ff
             out["part_dsp"] = m["dsp"] - cap.dsp48e2
             out["part_bram"] = m["bram"] - cap.ramb36e2
-        caps = {"lut": self.max_lut, "dsp": self.max_dsp, "bram": self.max_bram,
-                "val_energy_uJ": self.max_energy_uJ, "cycles": self.max_cycles}
+        caps = {
+            "lut": self.max_lut,
+            "dsp": self.max_dsp,
+            "bram": self.max_bram,
+            "val_energy_uJ": self.max_energy_uJ,
+            "cycles": self.max_cycles,
+        }
         for k, limit in caps.items():
             if limit is not None:
                 out[f"max_{k}"] = m[k] - limit
@@ -195,6 +211,7 @@ def _layer_names(kind: ModelKind, hidden: tuple[int, ...]) -> list[str]:
 
 def suggest(trial: Any, space: Space) -> dict[str, Any]:
     """Draw one point of ``space`` through an Optuna trial (define-by-run: knobs of the kind drawn)."""
+
     def pick(name: str, choices: tuple[Any, ...]) -> Any:
         plain = [_plain(c) for c in choices]
         return plain[0] if len(plain) == 1 else trial.suggest_categorical(name, plain)
@@ -227,8 +244,9 @@ def suggest(trial: Any, space: Space) -> dict[str, Any]:
     return p
 
 
-def derive_config(base: Config, params: dict[str, Any], space: Space, *, name: str,
-                  part: str | None) -> Config:
+def derive_config(
+    base: Config, params: dict[str, Any], space: Space, *, name: str, part: str | None
+) -> Config:
     """The base config with a trial's ``params`` and the space's short budget (validated on build)."""
     from apical.sw.config import LayerBits
 
@@ -236,13 +254,19 @@ def derive_config(base: Config, params: dict[str, Any], space: Space, *, name: s
     m = base.model
     model_changes: dict[str, Any] = {"kind": kind}
     if kind is ModelKind.SPARSE_MODULAR:
-        model_changes.update(fan_in=params["fan_in"], modules=params["modules"], granules=params["granules"],
-                             context=False)
+        model_changes.update(
+            fan_in=params["fan_in"],
+            modules=params["modules"],
+            granules=params["granules"],
+            context=False,
+        )
     else:
         model_changes["hidden"] = tuple(int(w) for w in params["hidden"].split("x"))
     if kind is ModelKind.TWO_POINT:
         cf = params["context_fan_in"]
-        model_changes.update(modulation=Modulation(params["modulation"]), context_fan_in=cf or None, context=True)
+        model_changes.update(
+            modulation=Modulation(params["modulation"]), context_fan_in=cf or None, context=True
+        )
     elif kind is ModelKind.POINT:
         model_changes["context"] = m.context if m.kind is ModelKind.POINT else False
     q = base.quant
@@ -250,7 +274,9 @@ def derive_config(base: Config, params: dict[str, Any], space: Space, *, name: s
     if "site_bits" in params:
         quant_changes.update(r_bits=params["site_bits"], c_bits=params["site_bits"])
     if "weight_bits" in params:
-        quant_changes.update(weight_bits=params["weight_bits"], act_bits=params["act_bits"], layers={})
+        quant_changes.update(
+            weight_bits=params["weight_bits"], act_bits=params["act_bits"], layers={}
+        )
     else:
         layers = {}
         for key, v in params.items():
@@ -259,8 +285,13 @@ def derive_config(base: Config, params: dict[str, Any], space: Space, *, name: s
                 layers[ln] = LayerBits(weight_bits=v, act_bits=params.get(f"act_bits.{ln}"))
         quant_changes["layers"] = layers
     hw = dataclasses.replace(base.hardware, pes=params["pes"], **({"part": part} if part else {}))
-    train = dataclasses.replace(base.train, epochs=space.epochs, patience=min(space.patience, space.epochs),
-                                activity_penalty=params["activity_penalty"], threads=1)
+    train = dataclasses.replace(
+        base.train,
+        epochs=space.epochs,
+        patience=min(space.patience, space.epochs),
+        activity_penalty=params["activity_penalty"],
+        threads=1,
+    )
     return base.replace(
         name=name,
         model=dataclasses.replace(m, **model_changes),
@@ -300,7 +331,9 @@ def measure_design(cfg: Config) -> dict[str, Any]:
         test = golden_figures(model, cfg, ds.test, ir, table)
     sched = compile_schedule(ir, cfg.hardware.pes)
     # Latency: the schedule's bound (ceil(syn ops / P) per layer) on the mean validation counts.
-    per_layer = {k: np.asarray([math.ceil(v)], dtype=np.int64) for k, v in val["syn_ops_per_layer"].items()}
+    per_layer = {
+        k: np.asarray([math.ceil(v)], dtype=np.int64) for k, v in val["syn_ops_per_layer"].items()
+    }
     cycles = float(sched.cycle_lower_bound(per_layer)[0])
     res = estimate_resources(ir, sched)
     return {
@@ -356,7 +389,9 @@ def _distinct(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     seen: set[str] = set()
     out = []
     for r in rows:
-        key = json.dumps({k: v for k, v in r.get("config", {}).items() if k != "name"}, sort_keys=True)
+        key = json.dumps(
+            {k: v for k, v in r.get("config", {}).items() if k != "name"}, sort_keys=True
+        )
         if key not in seen:
             seen.add(key)
             out.append(r)
@@ -370,8 +405,13 @@ def _front_name(base: Config, number: int) -> str:
 # --------------------------------------------------------------------------- plots and page
 
 
-def _plot(rows: list[dict[str, Any]], front: list[dict[str, Any]], default: dict[str, Any] | None,
-          x: str, xlabel: str) -> bytes:
+def _plot(
+    rows: list[dict[str, Any]],
+    front: list[dict[str, Any]],
+    default: dict[str, Any] | None,
+    x: str,
+    xlabel: str,
+) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -380,14 +420,35 @@ def _plot(rows: list[dict[str, Any]], front: list[dict[str, Any]], default: dict
     ax = fig.subplots()
     feas = [r for r in rows if r["feasible"]]
     infeas = [r for r in rows if not r["feasible"]]
-    ax.scatter([r[x] for r in feas], [r["test_acc"] for r in feas], s=18, alpha=0.6, label="feasible trial")
+    ax.scatter(
+        [r[x] for r in feas], [r["test_acc"] for r in feas], s=18, alpha=0.6, label="feasible trial"
+    )
     if infeas:
-        ax.scatter([r[x] for r in infeas], [r["test_acc"] for r in infeas], s=18, marker="x", color="grey",
-                   label="infeasible trial")
-    ax.scatter([r[x] for r in front], [r["test_acc"] for r in front], s=60, facecolors="none",
-               edgecolors="red", label="Pareto front (4 objectives)")
+        ax.scatter(
+            [r[x] for r in infeas],
+            [r["test_acc"] for r in infeas],
+            s=18,
+            marker="x",
+            color="grey",
+            label="infeasible trial",
+        )
+    ax.scatter(
+        [r[x] for r in front],
+        [r["test_acc"] for r in front],
+        s=60,
+        facecolors="none",
+        edgecolors="red",
+        label="Pareto front (4 objectives)",
+    )
     if default and x in default:
-        ax.scatter([default[x]], [default["test_acc"]], marker="*", s=160, color="black", label="default config")
+        ax.scatter(
+            [default[x]],
+            [default["test_acc"]],
+            marker="*",
+            s=160,
+            color="black",
+            label="default config",
+        )
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (reported; chosen on validation)")
     if x in ("energy_uJ", "lut") and feas and min(r[x] for r in feas) > 0:
@@ -404,18 +465,41 @@ def _html(result: dict[str, Any], rows: list[dict[str, Any]], front: list[dict[s
 
     default = result.get("default")
     imgs = []
-    for x, label in (("energy_uJ", "energy per inference (uJ, golden counts, test split)"),
-                     ("lut", "LUT (estimate)")):
+    for x, label in (
+        ("energy_uJ", "energy per inference (uJ, golden counts, test split)"),
+        ("lut", "LUT (estimate)"),
+    ):
         png = base64.b64encode(_plot(rows, front, default, x, label)).decode()
         imgs.append(f'<img alt="accuracy vs {escape(x)}" src="data:image/png;base64,{png}">')
-    cols = ("name", "test_acc", "val_acc", "energy_uJ", "cycles", "lut", "dsp", "bram", "bit_exact",
-            "yosys_lut", "lut_err_pct", "dsp_exact", "bram_exact", "dominates_default")
+    cols = (
+        "name",
+        "test_acc",
+        "val_acc",
+        "energy_uJ",
+        "cycles",
+        "lut",
+        "dsp",
+        "bram",
+        "bit_exact",
+        "yosys_lut",
+        "lut_err_pct",
+        "dsp_exact",
+        "bram_exact",
+        "dominates_default",
+    )
     head = "".join(f"<th>{c}</th>" for c in cols)
     body = "".join(
-        "<tr>" + "".join(f"<td>{escape(_cell(d.get(c)))}</td>" for c in cols) + "</tr>" for d in result["front"]
+        "<tr>" + "".join(f"<td>{escape(_cell(d.get(c)))}</td>" for c in cols) + "</tr>"
+        for d in result["front"]
     )
-    dflt = (f"<p>default config ({escape(str(default.get('name')))}): test accuracy {default['test_acc']:.4f}, "
-            f"energy {default['energy_uJ']:.4g} uJ per inference</p>") if default else ""
+    dflt = (
+        (
+            f"<p>default config ({escape(str(default.get('name')))}): test accuracy {default['test_acc']:.4f}, "
+            f"energy {default['energy_uJ']:.4g} uJ per inference</p>"
+        )
+        if default
+        else ""
+    )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>apical explore</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
@@ -443,7 +527,11 @@ def _start_ray(address: str | None, cpus: int | None) -> bool:
 
     if ray.is_initialized():
         return False
-    kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+    kw: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "configure_logging": False,
+    }
     if address:
         ray.init(address=address, **kw)
     else:
@@ -456,9 +544,11 @@ def _start_ray(address: str | None, cpus: int | None) -> bool:
 
 def _default_figures(base: Config, out_dir: Path, part: str | None) -> dict[str, Any]:
     """The base config's own figures (its full training budget, same seed), cached by config hash."""
-    cfg = base.replace(energy=dataclasses.replace(base.energy, baseline=False),
-                       train=dataclasses.replace(base.train, threads=1),
-                       hardware=dataclasses.replace(base.hardware, **({"part": part} if part else {})))
+    cfg = base.replace(
+        energy=dataclasses.replace(base.energy, baseline=False),
+        train=dataclasses.replace(base.train, threads=1),
+        hardware=dataclasses.replace(base.hardware, **({"part": part} if part else {})),
+    )
     path = out_dir / "default.json"
     h = config_hash(cfg)
     if path.is_file():
@@ -506,8 +596,13 @@ def explore(
 
     # Constraints are set on each trial (`Trial.set_constraint`); the sampler reads them.
     sampler = optuna.samplers.TPESampler(seed=base.seed, n_startup_trials=8)
-    study = optuna.create_study(study_name=STUDY_NAME, storage=storage, sampler=sampler,
-                                directions=[d for _, d in OBJECTIVES], load_if_exists=True)
+    study = optuna.create_study(
+        study_name=STUDY_NAME,
+        storage=storage,
+        sampler=sampler,
+        directions=[d for _, d in OBJECTIVES],
+        load_if_exists=True,
+    )
     # A trial left running by a killed search: closed as failed (and not counted), then redrawn.
     for ft in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         study.tell(ft.number, state=TrialState.FAIL)
@@ -532,10 +627,24 @@ def explore(
         def report(event: str) -> None:
             if progress:
                 done = finished()
-                best = max((t.user_attrs.get("val_acc", 0.0) for t in done if t.state is TrialState.COMPLETE),
-                           default=None)
-                progress(event, {"done": len(done), "total": trials, "best_val_acc": best,
-                                 "resumed": resumed, "running": len(pending)})
+                best = max(
+                    (
+                        t.user_attrs.get("val_acc", 0.0)
+                        for t in done
+                        if t.state is TrialState.COMPLETE
+                    ),
+                    default=None,
+                )
+                progress(
+                    event,
+                    {
+                        "done": len(done),
+                        "total": trials,
+                        "best_val_acc": best,
+                        "resumed": resumed,
+                        "running": len(pending),
+                    },
+                )
 
         report("start")
         while submitted < todo or pending:
@@ -552,7 +661,9 @@ def explore(
                     continue
                 trial.set_user_attr("params", params)
                 trial.set_user_attr("config", config_to_dict(cfg))
-                pending[remote.remote(config_to_dict(cfg), f"{base.origin} (trial {trial.number})")] = trial
+                pending[
+                    remote.remote(config_to_dict(cfg), f"{base.origin} (trial {trial.number})")
+                ] = trial
                 submitted += 1
             refs = list(pending) + ([dflt_ref] if dflt_ref is not None else [])
             ready, _ = ray.wait(refs, num_returns=1)
@@ -561,8 +672,11 @@ def explore(
                 r = ray.get(ref)
                 if not r.get("ok"):
                     raise ApicalError(f"{base.origin}: the base config itself failed: {r['error']}")
-                dflt = {"name": base.name, "config_hash": dflt["config_hash"],
-                        **{k: v for k, v in r.items() if k != "ok"}}
+                dflt = {
+                    "name": base.name,
+                    "config_hash": dflt["config_hash"],
+                    **{k: v for k, v in r.items() if k != "ok"},
+                }
                 atomic_write_json(out_dir / "default.json", dflt)
                 dflt_ref = None
                 report("default")
@@ -586,13 +700,18 @@ def explore(
             r = ray.get(dflt_ref)
             if not r.get("ok"):
                 raise ApicalError(f"{base.origin}: the base config itself failed: {r['error']}")
-            dflt = {"name": base.name, "config_hash": dflt["config_hash"], **{k: v for k, v in r.items() if k != "ok"}}
+            dflt = {
+                "name": base.name,
+                "config_hash": dflt["config_hash"],
+                **{k: v for k, v in r.items() if k != "ok"},
+            }
             atomic_write_json(out_dir / "default.json", dflt)
         search_s = time.perf_counter() - t_start
 
         rows = _rows(study)
         feasible = [r for r in rows if r["state"] == "COMPLETE" and r["feasible"]]
         front = pareto(_distinct(feasible))
+
         # Ranked on validation: designs that beat the default on both validation accuracy and energy first.
         def beats_default_val(r: dict[str, Any]) -> bool:
             return r["val_acc"] >= dflt["val_acc"] and r["val_energy_uJ"] < dflt["val_energy_uJ"]
@@ -604,15 +723,32 @@ def explore(
         verifying: dict[Any, dict[str, Any]] = {}
         for rank, r in enumerate(front):
             name = _front_name(base, r["number"])
-            yaml_path = atomic_write_text(fdir / f"{name}.yaml", yaml.safe_dump(r["config"], sort_keys=False))
+            yaml_path = atomic_write_text(
+                fdir / f"{name}.yaml", yaml.safe_dump(r["config"], sort_keys=False)
+            )
             e = {
                 "name": name,
                 "trial": r["number"],
                 "params": r["params"],
                 "config": str(yaml_path.relative_to(out_dir)),
-                **{k: r[k] for k in ("val_acc", "val_energy_uJ", "test_acc", "energy_uJ", "cycles", "lut", "ff",
-                                     "dsp", "bram", "syn_ops", "synapses")},
-                "dominates_default": r["test_acc"] >= dflt["test_acc"] and r["energy_uJ"] < dflt["energy_uJ"],
+                **{
+                    k: r[k]
+                    for k in (
+                        "val_acc",
+                        "val_energy_uJ",
+                        "test_acc",
+                        "energy_uJ",
+                        "cycles",
+                        "lut",
+                        "ff",
+                        "dsp",
+                        "bram",
+                        "syn_ops",
+                        "synapses",
+                    )
+                },
+                "dominates_default": r["test_acc"] >= dflt["test_acc"]
+                and r["energy_uJ"] < dflt["energy_uJ"],
                 "dominates_default_on_validation": beats_default_val(r),
                 "bit_exact": None,
                 "verified": False,
@@ -620,7 +756,10 @@ def explore(
             if rank < verify_top:
                 # The whole flow for each of the first front designs, in parallel on Ray.
                 if progress:
-                    progress("verify", {"name": name, "rank": rank + 1, "of": min(verify_top, len(front))})
+                    progress(
+                        "verify",
+                        {"name": name, "rank": rank + 1, "of": min(verify_top, len(front))},
+                    )
                 verifying[verify.remote(str(yaml_path), str(out_dir / "verify" / name))] = e
             entries.append(e)
         for ref, e in verifying.items():
@@ -653,8 +792,10 @@ def explore(
         "trials": rows,
     }
     atomic_write_json(out_dir / "explore.json", result)
-    atomic_write_text(out_dir / "explore.html", _html(result, [r for r in rows if r["state"] == "COMPLETE"],
-                                                     front))
+    atomic_write_text(
+        out_dir / "explore.html",
+        _html(result, [r for r in rows if r["state"] == "COMPLETE"], front),
+    )
     return result
 
 
@@ -716,8 +857,11 @@ def _verify(cfg: Config, run_dir: Path) -> dict[str, Any]:
     from apical.hw.schedule import compile_schedule
     from apical.sw.ir import load_ir
 
-    cfg = cfg.replace(hardware=dataclasses.replace(cfg.hardware, simulator="verilator", sim_path="fast",
-                                                   sim_samples=0))
+    cfg = cfg.replace(
+        hardware=dataclasses.replace(
+            cfg.hardware, simulator="verilator", sim_path="fast", sim_samples=0
+        )
+    )
     try:
         run_flow(cfg, run_dir, stop="synth")
     except ApicalError as e:

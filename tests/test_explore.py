@@ -57,7 +57,9 @@ def test_shipped_space_loads_and_every_kind_derives_a_valid_config():
     base = load_config()
     assert {k.value for k in space.kind} == {"two_point", "point", "sparse_modular"}
     for kind in space.kind:
-        params = suggest(_FixedTrial({"kind": kind.value, "context_fan_in": 8, "hidden": "32x16"}), space)
+        params = suggest(
+            _FixedTrial({"kind": kind.value, "context_fan_in": 8, "hidden": "32x16"}), space
+        )
         cfg = derive_config(base, params, space, name=f"t-{kind.value}", part="xczu3eg")
         assert cfg.model.kind is kind
         assert cfg.train.epochs == space.epochs and cfg.energy.baseline is False
@@ -70,7 +72,9 @@ def test_shipped_space_loads_and_every_kind_derives_a_valid_config():
 
 def test_per_layer_bits_become_quant_layers():
     space = dataclasses.replace(load_space(), per_layer_bits=True, kind=(ModelKind.TWO_POINT,))
-    params = suggest(_FixedTrial({"hidden": "32x16", "weight_bits.tp2": 5, "act_bits.tp1": 3}), space)
+    params = suggest(
+        _FixedTrial({"hidden": "32x16", "weight_bits.tp2": 5, "act_bits.tp1": 3}), space
+    )
     cfg = derive_config(load_config(), params, space, name="t", part=None)
     assert cfg.quant.weight_bits_for("tp2") == 5 and cfg.quant.act_bits_for("tp1") == 3
     assert set(cfg.quant.layers) == {"tp1", "tp2", "out"}
@@ -79,7 +83,9 @@ def test_per_layer_bits_become_quant_layers():
 def test_bad_space_is_one_error_line(tmp_path, capsys):
     cfg = _write(tmp_path / "base.yaml", BASE)
     bad = _write(tmp_path / "space.yaml", {**TINY_SPACE, "hiden": [[8]]})
-    rc = main(["explore", str(cfg), "--space", str(bad), "--out", str(tmp_path / "out"), "--trials", "1"])
+    rc = main(
+        ["explore", str(cfg), "--space", str(bad), "--out", str(tmp_path / "out"), "--trials", "1"]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1
     assert len(err) == 1 and "hiden: unknown field" in err[0] and str(bad) in err[0]
@@ -97,7 +103,9 @@ def test_pareto_and_budget():
     ]
     assert pareto(rows) == [rows[0], rows[2], rows[3]]
     b = Budget(part="xczu3eg", max_dsp=4)
-    v = b.violations({"lut": 80_000, "ff": 10, "dsp": 8, "bram": 0.0, "val_energy_uJ": 1.0, "cycles": 1})
+    v = b.violations(
+        {"lut": 80_000, "ff": 10, "dsp": 8, "bram": 0.0, "val_energy_uJ": 1.0, "cycles": 1}
+    )
     assert v["part_lut"] == 80_000 - 70_560 and v["max_dsp"] == 4 and v["part_dsp"] < 0
 
 
@@ -136,14 +144,20 @@ def test_search_on_local_ray_resumes_after_a_kill(tmp_path):
     base = parse_config(BASE, "base")
     space = load_space(_write(tmp_path / "s.yaml", TINY_SPACE))
     out = tmp_path / "out"
-    first = explore(base, out, space=space, budget=Budget(part="xczu3eg"), trials=2, cpus=2, verify_top=0)
+    first = explore(
+        base, out, space=space, budget=Budget(part="xczu3eg"), trials=2, cpus=2, verify_top=0
+    )
     assert first["trials_complete"] + first["trials_failed"] == 2 and first["resumed_from"] == 0
     before = {t["number"]: t for t in _journal_trials(out)}
     # A search killed mid-trial leaves a RUNNING trial in the storage.
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(out / "study.journal")))
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(out / "study.journal"))
+    )
     optuna.load_study(study_name=STUDY_NAME, storage=storage).ask()
 
-    res = explore(base, out, space=space, budget=Budget(part="xczu3eg"), trials=4, cpus=2, verify_top=0)
+    res = explore(
+        base, out, space=space, budget=Budget(part="xczu3eg"), trials=4, cpus=2, verify_top=0
+    )
     assert res["resumed_from"] == 2
     after = {t["number"]: t for t in res["trials"]}
     assert len(after) == 4 and res["trials_complete"] + res["trials_failed"] == 4
@@ -158,14 +172,30 @@ def test_search_on_local_ray_resumes_after_a_kill(tmp_path):
         assert set(e) >= {"test_acc", "energy_uJ", "lut", "dsp", "bram", "cycles", "bit_exact"}
     assert (out / "explore.html").read_text().count("data:image/png;base64,") == 2
     # explore.json is what the run returned
-    assert json.loads((out / "explore.json").read_text())["front"] == json.loads(json.dumps(res["front"]))
+    assert json.loads((out / "explore.json").read_text())["front"] == json.loads(
+        json.dumps(res["front"])
+    )
 
 
 # (depth, width, block RAM?) as yosys synth_xilinx mapped one random registered-read ROM
 # (bench/probe_rom_bram.py): the boundary `rom_in_bram` encodes.
-YOSYS_ROMS = [(600, 9, False), (855, 9, False), (917, 9, False), (918, 9, False), (925, 9, False),
-              (933, 9, False), (940, 9, True), (970, 9, True), (1000, 9, True), (1024, 9, True),
-              (1025, 9, True), (1242, 9, True), (485, 18, True), (300, 30, True), (256, 33, True)]
+YOSYS_ROMS = [
+    (600, 9, False),
+    (855, 9, False),
+    (917, 9, False),
+    (918, 9, False),
+    (925, 9, False),
+    (933, 9, False),
+    (940, 9, True),
+    (970, 9, True),
+    (1000, 9, True),
+    (1024, 9, True),
+    (1025, 9, True),
+    (1242, 9, True),
+    (485, 18, True),
+    (300, 30, True),
+    (256, 33, True),
+]
 
 
 @pytest.mark.parametrize(("depth", "width", "bram"), YOSYS_ROMS)
