@@ -280,6 +280,48 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explore(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from apical.flows.explore import Budget, explore, load_space
+
+    cfg = load_config(args.config)
+    space = load_space(args.space)
+    budget = Budget(part=args.budget, max_lut=args.max_lut, max_dsp=args.max_dsp, max_bram=args.max_bram,
+                    max_energy_uJ=args.max_energy_uj, max_cycles=args.max_cycles)
+    console = _console()
+    with Progress(TextColumn("[cyan]explore[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=console, transient=False) as bar:
+        task = bar.add_task("", total=args.trials)
+
+        def progress(event: str, info: dict[str, Any]) -> None:
+            if event == "verify":
+                bar.console.print(f"[cyan]verify[/] {info['name']} ({info['rank']}/{info['of']}): full flow to yosys")
+                return
+            best = info.get("best_val_acc")
+            desc = f"running {info['running']}" + (f", best val acc {best:.4f}" if best is not None else "")
+            if info.get("resumed"):
+                desc += f", {info['resumed']} resumed"
+            bar.update(task, completed=info["done"], description=desc)
+            if event == "default":
+                bar.console.print("[cyan]default[/] config measured")
+
+        res = explore(cfg, Path(args.out), space=space, budget=budget, trials=args.trials, address=args.address,
+                      cpus=args.cpus, verify_top=args.verify_top, progress=progress)
+    d = res["default"]
+    console.print(f"default {d['name']}: test acc {d['test_acc']:.4f}, energy {d['energy_uJ']:.4g} uJ")
+    for e in res["front"]:
+        ver = (f"bit_exact={e['bit_exact']} yosys LUT {e['yosys_lut']} ({e['lut_err_pct']:+.1f} %) "
+               f"DSP exact={e['dsp_exact']} BRAM exact={e['bram_exact']}") if e.get("verified") else (
+            e.get("verify_error", "not verified"))
+        console.print(f"{e['name']:28s} test acc {e['test_acc']:.4f}  energy {e['energy_uJ']:.4g} uJ  "
+                      f"cycles {e['cycles']:.0f}  LUT {e['lut']}  DSP {e['dsp']}  "
+                      f"{'dominates default  ' if e['dominates_default'] else ''}{ver}")
+    console.print(f"{res['trials_complete']} trials complete ({res['trials_infeasible']} infeasible), "
+                  f"{res['trials_failed']} failed; wrote {Path(args.out) / 'explore.json'} and explore.html")
+    return 0
+
+
 def cmd_faults(args: argparse.Namespace) -> int:
     from apical.flows.faults import faults_run
     from apical.flows.flow import run_lock
@@ -426,6 +468,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="extra setting: a YAML of config overrides (repeatable)")
     sp.add_argument("--threads", type=int, default=1, help="torch threads per training run (default 1)")
     sp.set_defaults(fn=cmd_compare)
+
+    sp = sub.add_parser("explore", help="hardware-aware design search (Optuna on Ray); Pareto front verified")
+    sp.add_argument("config", help="YAML config: the base of every design")
+    sp.add_argument("--out", required=True, help="output directory (holds the study: re-run to resume)")
+    sp.add_argument("--space", help="search space YAML (default: the shipped space)")
+    sp.add_argument("--budget", metavar="PART", help="the designs must fit this part (e.g. xczu3eg)")
+    sp.add_argument("--trials", type=int, default=40, help="trials in all, resumed ones included (default 40)")
+    sp.add_argument("--address", help="Ray cluster address (default: a local Ray started for the search)")
+    sp.add_argument("--cpus", type=int, help="CPUs of the local Ray (default: all); one trial per CPU")
+    sp.add_argument("--verify-top", type=int, default=2,
+                    help="front designs taken through RTL simulation and yosys (default 2)")
+    sp.add_argument("--max-lut", type=int, help="LUT budget")
+    sp.add_argument("--max-dsp", type=int, help="DSP48E2 budget")
+    sp.add_argument("--max-bram", type=float, help="block RAM budget (RAMB36E2)")
+    sp.add_argument("--max-energy-uj", type=float, help="energy per inference ceiling (uJ, validation)")
+    sp.add_argument("--max-cycles", type=float, help="latency ceiling (cycles per inference)")
+    sp.set_defaults(fn=cmd_explore)
 
     sp = sub.add_parser("faults", help="accuracy under faults (golden), the same faults checked in RTL")
     sp.add_argument("run_dir", help="run directory (exported)")

@@ -41,7 +41,7 @@ from apical.sw.atomic import atomic_write_bytes, atomic_write_json, read_json_ob
 from apical.sw.config import Config, ModelKind, config_hash, config_to_dict, parse_config
 from apical.sw.errors import ApicalError
 
-__all__ = ["ACC_TOLERANCE", "DEFAULT_SEEDS", "Variant", "compare", "load_variant", "variants_of"]
+__all__ = ["ACC_TOLERANCE", "DEFAULT_SEEDS", "Variant", "compare", "golden_figures", "load_variant", "variants_of"]
 
 DEFAULT_SEEDS = 5
 ACC_TOLERANCE = 0.005  # "equal accuracy": a mean within half a point of the baseline's
@@ -98,7 +98,7 @@ def variants_of(cfg: Config, extra: Sequence[Variant] = ()) -> list[Variant]:
 # --------------------------------------------------------------------------- one run
 
 
-def _golden_figures(model: Any, cfg: Config, split: Any, ir: Any, table: Any) -> dict[str, Any]:
+def golden_figures(model: Any, cfg: Config, split: Any, ir: Any, table: Any) -> dict[str, Any]:
     from apical.flows.energy import energy_from_counts
     from apical.hw.schedule import compile_schedule
     from apical.sw.export import brevitas_trace
@@ -137,15 +137,15 @@ def _run_one(cfg: Config) -> dict[str, Any]:
         with torch.enable_grad():
             model, facts, _ = train_model(cfg, ds, progress=False, train_curve=False)
         ir = export_ir(model, cfg)
-        val = _golden_figures(model, cfg, ds.val, ir, table)
-        test = _golden_figures(model, cfg, ds.test, ir, table)
+        val = golden_figures(model, cfg, ds.val, ir, table)
+        test = golden_figures(model, cfg, ds.test, ir, table)
         gated = None
         if cfg.model.kind is ModelKind.TWO_POINT and not cfg.hardware.context_gating:
             gcfg = cfg.replace(hardware=dataclasses.replace(cfg.hardware, context_gating=True))
             gir = export_ir(model, gcfg)
             if gir.gated:
-                gv = _golden_figures(model, gcfg, ds.val, gir, table)
-                gt = _golden_figures(model, gcfg, ds.test, gir, table)
+                gv = golden_figures(model, gcfg, ds.val, gir, table)
+                gt = golden_figures(model, gcfg, ds.test, gir, table)
                 gated = {"val_syn_ops": gv["syn_ops"], "syn_ops": gt["syn_ops"], "energy_uJ": gt["energy_uJ"],
                          "syn_ops_per_layer": gt["syn_ops_per_layer"], "val_acc": gv["acc"], "test_acc": gt["acc"],
                          "gates": {la.name: la.gate for la in gir.layers if la.kind == "two_point"}}

