@@ -13,6 +13,13 @@ consecutive updates of one neuron need no forwarding. A valid bit per
 accumulator entry makes the first update of a layer overwrite instead of add;
 clearing a whole region (layer parity) is one cycle, so no clear pass is
 needed, also after reset. The finaliser reads accumulators through ``fin_*``.
+
+Context gating (a schedule with gated layers): a "fixed" bit per accumulator
+entry, set through ``fix_*`` by the gate pass of the finalisers and cleared
+with the region, and a target memory holding each synapse's accumulator
+address. A T stage between the walker and the weight read looks the target up;
+a synapse into a fixed neuron stops there: no weight read, no multiply, no
+accumulator update, not counted (its walk cycle is still spent).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
 
 from apical.hw.layouts import event_layout, index_layout, weight_layout
 from apical.hw.schedule import Schedule
@@ -53,6 +61,9 @@ class ProcessingElement(wiring.Component):
         # neurons a cycle (two adder trees in the top).
         second = {"fin_addr_b": In(range(s.acc_depth)), "fin_acc0_b": Out(signed(s.acc_bits)),
                   "fin_acc1_b": Out(signed(s.acc_bits))} if fin_ports == 2 else {}
+        # Context gating: fix_bits[i] marks accumulator entry fix_addr + i as fixed (its synapses skipped).
+        gating = {"fix_en": In(1), "fix_addr": In(range(s.acc_depth)),
+                  "fix_bits": In(s.pes)} if s.gated else {}
         self.ev_layout = event_layout(s.index_depth, s.value_bits)
         self.w_layout = weight_layout(s.acc_depth, s.weight_bits)
         self.ix_layout = index_layout(s.weight_depth, s.max_fanout)
@@ -70,6 +81,7 @@ class ProcessingElement(wiring.Component):
             "fin_acc1": Out(signed(s.acc_bits)),
             "clear": In(2),  # clear the valid bits of accumulator region 0 / 1
             **second,
+            **gating,
         })
 
     def elaborate(self, platform):
@@ -140,11 +152,23 @@ class ProcessingElement(wiring.Component):
         with m.Else():
             m.d.sync += ptr.eq(ptr + 1)
 
-        # MAC pipeline: S1 weight data, S2 registered multiplier inputs, S3 registered product.
+        depth = s.acc_depth
+        half_mask = (1 << s.acc_half) - 1
+        region_mask = [half_mask, half_mask << s.acc_half]
+        clear_mask = Signal(depth)
+        m.d.comb += clear_mask.eq(Mux(self.clear[0], region_mask[0], 0) | Mux(self.clear[1], region_mask[1], 0))
+
+        # MAC pipeline: S1 weight data, S2 registered multiplier inputs, S3 registered product
+        # (gated schedules: a T stage first, which drops synapses into fixed neurons).
         w_rd = weight_mem.read_port()
-        m.d.comb += w_rd.addr.eq(ptr)
+        if s.gated:
+            w_ptr, go, go_val, t_valid = self._gate_stage(m, ptr, active, val, clear_mask)
+            m.d.comb += w_rd.en.eq(go)
+        else:
+            w_ptr, go, go_val, t_valid = ptr, active, val, Const(0)
+        m.d.comb += w_rd.addr.eq(w_ptr)
         s1_valid, s1_val = Signal(), Signal(signed(s.value_bits))
-        m.d.sync += [s1_valid.eq(active), s1_val.eq(val)]
+        m.d.sync += [s1_valid.eq(go), s1_val.eq(go_val)]
         word = w_rd.data if flt is None else self.w_layout(w_rd.data[:self.w_layout.size])
         weight = word.weight
         if flt is not None and flt.parity:
@@ -160,11 +184,6 @@ class ProcessingElement(wiring.Component):
         in_region = self._region_guard(m, ptr, s3_acc) if flt is not None and flt.guard else None
 
         # S3: read-modify-write of the addressed accumulator bank (comb read, write at the edge).
-        depth = s.acc_depth
-        half_mask = (1 << s.acc_half) - 1
-        region_mask = [half_mask, half_mask << s.acc_half]
-        clear_mask = Signal(depth)
-        m.d.comb += clear_mask.eq(Mux(self.clear[0], region_mask[0], 0) | Mux(self.clear[1], region_mask[1], 0))
         fin_b = (self.fin_acc0_b, self.fin_acc1_b) if self._fin_ports == 2 else (None, None)
         for bank, mem, fin_out in ((0, acc0, self.fin_acc0), (1, acc1, self.fin_acc1)):
             valid = Signal(depth, name=f"valid{bank}")
@@ -187,14 +206,36 @@ class ProcessingElement(wiring.Component):
                              fin_b[bank].eq(Mux(valid.bit_select(self.fin_addr_b, 1), fin_rd_b.data, 0))]
 
         m.d.comb += [
-            self.busy.eq(any_ready | nxt_valid | active | s1_valid | s2_valid | s3_valid),
-            self.busy_front.eq(any_ready | nxt_valid | active | s1_valid | s2_valid),
+            self.busy.eq(any_ready | nxt_valid | active | t_valid | s1_valid | s2_valid | s3_valid),
+            self.busy_front.eq(any_ready | nxt_valid | active | t_valid | s1_valid | s2_valid),
             self.level.eq(sum(q.level for q in queues)),
-            self.issue.eq(active),
+            self.issue.eq(go),
             self.read.eq(s1_valid),
             self.update.eq(s3_valid),
         ]
         return m
+
+    def _gate_stage(self, m: Module, ptr: Signal, active: Signal, val: Signal, clear_mask: Signal) -> tuple:
+        """Context gating, T stage: the target memory gives the synapse's accumulator address a
+        cycle ahead of the weight read; a fixed target drops the synapse there.
+
+        Returns (weight address, go: a synapse continues to the weight read, its value, T busy).
+        """
+        s, img = self._s, self._s.images[self._index]
+        targets = [a for a, _, _ in img.weights] or [0]
+        m.submodules.target_mem = target_mem = Memory(
+            shape=unsigned(bits_for(s.acc_depth - 1)), depth=len(targets), init=targets)
+        t_rd = target_mem.read_port()
+        t_valid, t_ptr, t_val = Signal(), Signal(len(ptr)), Signal(signed(s.value_bits))
+        m.d.comb += t_rd.addr.eq(ptr)
+        m.d.sync += [t_valid.eq(active), t_ptr.eq(ptr), t_val.eq(val)]
+        fixed = Signal(s.acc_depth)
+        setf = Signal(s.acc_depth)
+        m.d.comb += setf.eq(Mux(self.fix_en, self.fix_bits << self.fix_addr, 0))
+        m.d.sync += fixed.eq((fixed | setf) & ~clear_mask)
+        go = Signal()
+        m.d.comb += go.eq(t_valid & ~fixed.bit_select(t_rd.data, 1))
+        return t_ptr, go, t_val, t_valid
 
     def _region_guard(self, m: Module, ptr: Signal, s3_acc: Signal) -> Signal:
         """Fault builds: 1 when ``s3_acc`` lies in the accumulator region of the layer whose weights
