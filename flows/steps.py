@@ -92,7 +92,6 @@ def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
 def step_sim(cfg: Config, run_dir: Path) -> dict[str, Any]:
     require_extra("sim", "apical sim")
     from apical.sim.runner import sim_run
-    from apical.sw.ir import load_ir
 
     _require(run_dir, "ir/model.yaml", "test_vectors.npz", hint="export")
     return sim_run(

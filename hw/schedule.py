@@ -36,7 +36,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-
 from amaranth.utils import bits_for
 
 from apical.hw.layouts import bias_layout, event_layout, index_layout, requant_layout, weight_layout

@@ -121,12 +121,21 @@ def test_gate_round_trips_and_is_validated(tmp_path: Path) -> None:
         validate_ir(dense)
 
 
-def test_rtl_refuses_a_gated_ir(tmp_path: Path) -> None:
+def test_rtl_step_builds_a_gated_ir(tmp_path: Path) -> None:
     from apical.flows.steps import step_rtl
     from apical.sw.config import load_config
 
-    save_ir(_gateable(np.random.default_rng(2), "r"), tmp_path / "ir")
-    with pytest.raises(ApicalError, match="context gating") as e:
-        step_rtl(load_config(None), tmp_path)
-    assert "\n" not in str(e.value)
-    assert not (tmp_path / "rtl").exists()
+    ir = _gateable(np.random.default_rng(2), "r")
+    save_ir(ir, tmp_path / "ir")
+    summary = step_rtl(load_config(None), tmp_path)
+    assert (tmp_path / "rtl" / "apical_top.v").is_file()
+    assert {la["name"]: la["gate"] for la in summary["layers"]} == {la.name: la.gate for la in ir.layers}
+    assert "target" in summary["memories"]  # the PEs' synapse-target memory of a gated build
+
+
+def test_rtl_fault_injection_refuses_a_gated_top() -> None:
+    from apical.hw.top import ApicalTop
+
+    ir = _gateable(np.random.default_rng(2), "r")
+    with pytest.raises(ValueError, match="context-gated"):
+        ApicalTop(ir, 2, faults=object())
