@@ -17,9 +17,11 @@ needed, also after reset. The finaliser reads accumulators through ``fin_*``.
 Context gating (a schedule with gated layers): a "fixed" bit per accumulator
 entry, set through ``fix_*`` by the gate pass of the finalisers and cleared
 with the region, and a target memory holding each synapse's accumulator
-address. A T stage between the walker and the weight read looks the target up;
-a synapse into a fixed neuron stops there: no weight read, no multiply, no
-accumulator update, not counted (its walk cycle is still spent).
+address. The walker looks up the targets of the next `LOOKAHEAD` synapses of
+its event and issues the first whose neuron is not fixed, skipping the fixed
+ones before it: no weight read, no multiply, no accumulator update, not
+counted, and up to `LOOKAHEAD` skipped synapses a cycle (a cycle is spent
+only where `LOOKAHEAD` fixed ones in a row leave nothing to issue).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from apical.hw.layouts import event_layout, index_layout, weight_layout
 from apical.hw.schedule import Schedule
 
 __all__ = ["ProcessingElement"]
+
+LOOKAHEAD = 4  # gated schedules: synapses the walker looks at (and may skip) per cycle
 
 
 class ProcessingElement(wiring.Component):
@@ -132,7 +136,17 @@ class ProcessingElement(wiring.Component):
         end = Signal(len(ix.start))
         val = Signal(signed(s.value_bits))
         active = Signal()
-        last = (ptr + 1) == end
+        depth = s.acc_depth
+        half_mask = (1 << s.acc_half) - 1
+        region_mask = [half_mask, half_mask << s.acc_half]
+        clear_mask = Signal(depth)
+        m.d.comb += clear_mask.eq(Mux(self.clear[0], region_mask[0], 0) | Mux(self.clear[1], region_mask[1], 0))
+        if s.gated:
+            go, w_ptr, step = self._skip_fixed(m, ptr, end, active, clear_mask)
+            last = (ptr + step) >= end
+        else:
+            go, w_ptr, step = active, ptr, 1
+            last = (ptr + 1) == end
         take = ~active | last  # the walker takes the next event this cycle
         pop = Signal()
         m.d.comb += [pop.eq(any_ready & (~nxt_valid | take)), ix_rd.addr.eq(head.addr), ix_rd.en.eq(pop)]
@@ -150,25 +164,13 @@ class ProcessingElement(wiring.Component):
         with m.Elif(take):
             m.d.sync += active.eq(0)
         with m.Else():
-            m.d.sync += ptr.eq(ptr + 1)
+            m.d.sync += ptr.eq(ptr + step)
 
-        depth = s.acc_depth
-        half_mask = (1 << s.acc_half) - 1
-        region_mask = [half_mask, half_mask << s.acc_half]
-        clear_mask = Signal(depth)
-        m.d.comb += clear_mask.eq(Mux(self.clear[0], region_mask[0], 0) | Mux(self.clear[1], region_mask[1], 0))
-
-        # MAC pipeline: S1 weight data, S2 registered multiplier inputs, S3 registered product
-        # (gated schedules: a T stage first, which drops synapses into fixed neurons).
+        # MAC pipeline: S1 weight data, S2 registered multiplier inputs, S3 registered product.
         w_rd = weight_mem.read_port()
-        if s.gated:
-            w_ptr, go, go_val, t_valid = self._gate_stage(m, ptr, active, val, clear_mask)
-            m.d.comb += w_rd.en.eq(go)
-        else:
-            w_ptr, go, go_val, t_valid = ptr, active, val, Const(0)
-        m.d.comb += w_rd.addr.eq(w_ptr)
+        m.d.comb += [w_rd.addr.eq(w_ptr), w_rd.en.eq(go)]
         s1_valid, s1_val = Signal(), Signal(signed(s.value_bits))
-        m.d.sync += [s1_valid.eq(go), s1_val.eq(go_val)]
+        m.d.sync += [s1_valid.eq(go), s1_val.eq(val)]
         word = w_rd.data if flt is None else self.w_layout(w_rd.data[:self.w_layout.size])
         weight = word.weight
         if flt is not None and flt.parity:
@@ -206,8 +208,8 @@ class ProcessingElement(wiring.Component):
                              fin_b[bank].eq(Mux(valid.bit_select(self.fin_addr_b, 1), fin_rd_b.data, 0))]
 
         m.d.comb += [
-            self.busy.eq(any_ready | nxt_valid | active | t_valid | s1_valid | s2_valid | s3_valid),
-            self.busy_front.eq(any_ready | nxt_valid | active | t_valid | s1_valid | s2_valid),
+            self.busy.eq(any_ready | nxt_valid | active | s1_valid | s2_valid | s3_valid),
+            self.busy_front.eq(any_ready | nxt_valid | active | s1_valid | s2_valid),
             self.level.eq(sum(q.level for q in queues)),
             self.issue.eq(go),
             self.read.eq(s1_valid),
@@ -215,27 +217,35 @@ class ProcessingElement(wiring.Component):
         ]
         return m
 
-    def _gate_stage(self, m: Module, ptr: Signal, active: Signal, val: Signal, clear_mask: Signal) -> tuple:
-        """Context gating, T stage: the target memory gives the synapse's accumulator address a
-        cycle ahead of the weight read; a fixed target drops the synapse there.
+    def _skip_fixed(self, m: Module, ptr: Signal, end: Signal, active: Signal, clear_mask: Signal) -> tuple:
+        """Context gating in the walker: the targets of the next `LOOKAHEAD` synapses of the event
+        (target memory, asynchronous reads) against the fixed bits; the first live one issues
+        and the walk moves past it, skipping fixed ones, `LOOKAHEAD` at most a cycle.
 
-        Returns (weight address, go: a synapse continues to the weight read, its value, T busy).
+        Returns (go: a synapse issues this cycle, its weight address, how far ``ptr`` moves).
         """
         s, img = self._s, self._s.images[self._index]
         targets = [a for a, _, _ in img.weights] or [0]
         m.submodules.target_mem = target_mem = Memory(
             shape=unsigned(bits_for(s.acc_depth - 1)), depth=len(targets), init=targets)
-        t_rd = target_mem.read_port()
-        t_valid, t_ptr, t_val = Signal(), Signal(len(ptr)), Signal(signed(s.value_bits))
-        m.d.comb += t_rd.addr.eq(ptr)
-        m.d.sync += [t_valid.eq(active), t_ptr.eq(ptr), t_val.eq(val)]
         fixed = Signal(s.acc_depth)
         setf = Signal(s.acc_depth)
         m.d.comb += setf.eq(Mux(self.fix_en, self.fix_bits << self.fix_addr, 0))
         m.d.sync += fixed.eq((fixed | setf) & ~clear_mask)
+        live = Signal(LOOKAHEAD)  # synapse ptr + j is in the event and its target is not fixed
+        for j in range(LOOKAHEAD):
+            t_rd = target_mem.read_port(domain="comb")
+            m.d.comb += [t_rd.addr.eq(ptr + j),
+                         live[j].eq(active & (ptr + j < end) & ~fixed.bit_select(t_rd.data, 1))]
+        first = Signal(range(LOOKAHEAD))
+        for j in reversed(range(LOOKAHEAD)):
+            with m.If(live[j]):
+                m.d.comb += first.eq(j)
         go = Signal()
-        m.d.comb += go.eq(t_valid & ~fixed.bit_select(t_rd.data, 1))
-        return t_ptr, go, t_val, t_valid
+        w_ptr = Signal(len(ptr))
+        step = Signal(range(LOOKAHEAD + 1))
+        m.d.comb += [go.eq(live.any()), w_ptr.eq(ptr + first), step.eq(Mux(go, first + 1, LOOKAHEAD))]
+        return go, w_ptr, step
 
     def _region_guard(self, m: Module, ptr: Signal, s3_acc: Signal) -> Signal:
         """Fault builds: 1 when ``s3_acc`` lies in the accumulator region of the layer whose weights
