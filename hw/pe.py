@@ -168,7 +168,9 @@ class ProcessingElement(wiring.Component):
 
         # MAC pipeline: S1 weight data, S2 registered multiplier inputs, S3 registered product.
         w_rd = weight_mem.read_port()
-        m.d.comb += [w_rd.addr.eq(w_ptr), w_rd.en.eq(go)]
+        m.d.comb += w_rd.addr.eq(w_ptr)
+        if s.gated:
+            m.d.comb += w_rd.en.eq(go)  # a skipped synapse's weight is not read
         s1_valid, s1_val = Signal(), Signal(signed(s.value_bits))
         m.d.sync += [s1_valid.eq(go), s1_val.eq(val)]
         word = w_rd.data if flt is None else self.w_layout(w_rd.data[:self.w_layout.size])

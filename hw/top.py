@@ -26,7 +26,8 @@ the next layer's scan trails it word by word) -> FINISH -> OUT (the
 `OutputStage`: values, class). A context-gated two_point layer is scanned in
 two parts: its gate site, then a gate pass of the finalisers (no outputs
 written) that sets each PE's fixed bits, then its other site, whose synapses
-into fixed neurons the PEs skip; then its finalisation as usual. Named parts: ``scanner``, ``pe<p>``,
+into fixed neurons the PEs skip; then its finalisation as usual (state GATE
+between the two scans). Named parts: ``scanner``, ``pe<p>``,
 ``fin<p>``, ``counters`` (`CounterBank`), ``output`` (`OutputStage`). A
 synchronous ``rst`` at any point returns to IN with empty queues and cleared
 accumulator valid bits.
