@@ -65,9 +65,10 @@ class ProcessingElement(wiring.Component):
         # neurons a cycle (two adder trees in the top).
         second = {"fin_addr_b": In(range(s.acc_depth)), "fin_acc0_b": Out(signed(s.acc_bits)),
                   "fin_acc1_b": Out(signed(s.acc_bits))} if fin_ports == 2 else {}
-        # Context gating: fix_bits[i] marks accumulator entry fix_addr + i as fixed (its synapses skipped).
+        # Context gating: fix_bits[i] marks accumulator entry fix_addr + i as fixed (its synapses skipped);
+        # `hold` keeps events in the queues while the fixed bits they will be checked against are written.
         gating = {"fix_en": In(1), "fix_addr": In(range(s.acc_depth)),
-                  "fix_bits": In(s.pes)} if s.gated else {}
+                  "fix_bits": In(s.pes), "hold": In(1)} if s.gated else {}
         self.ev_layout = event_layout(s.index_depth, s.value_bits)
         self.w_layout = weight_layout(s.acc_depth, s.weight_bits)
         self.ix_layout = index_layout(s.weight_depth, s.max_fanout)
@@ -149,7 +150,8 @@ class ProcessingElement(wiring.Component):
             last = (ptr + 1) == end
         take = ~active | last  # the walker takes the next event this cycle
         pop = Signal()
-        m.d.comb += [pop.eq(any_ready & (~nxt_valid | take)), ix_rd.addr.eq(head.addr), ix_rd.en.eq(pop)]
+        hold = self.hold if s.gated else Const(0)
+        m.d.comb += [pop.eq(any_ready & (~nxt_valid | take) & ~hold), ix_rd.addr.eq(head.addr), ix_rd.en.eq(pop)]
         with m.If(pop):
             for j, q in enumerate(queues):
                 m.d.comb += q.r_en.eq(pick == j)

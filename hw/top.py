@@ -26,8 +26,8 @@ the next layer's scan trails it word by word) -> FINISH -> OUT (the
 `OutputStage`: values, class). A context-gated two_point layer is scanned in
 two parts: its gate site, then a gate pass of the finalisers (no outputs
 written) that sets each PE's fixed bits, then its other site, whose synapses
-into fixed neurons the PEs skip; then its finalisation as usual (state GATE
-between the two scans). Named parts: ``scanner``, ``pe<p>``,
+into fixed neurons the PEs skip (its events wait in the PE queues until the
+gate pass ends); then its finalisation as usual. Named parts: ``scanner``, ``pe<p>``,
 ``fin<p>``, ``counters`` (`CounterBank`), ``output`` (`OutputStage`). A
 synchronous ``rst`` at any point returns to IN with empty queues and cleared
 accumulator valid bits.
@@ -303,6 +303,10 @@ class ApicalTop(wiring.Component):
         ]
         if s.gated:
             self._fixed_writes(m, pes, fixed_lanes, wv & gate_pass, wl, pipe_layer[-1], pipe_k[-1], pipe_rel[-1])
+            # The last fixed bits are written at the end of the gate pass's last cycle: events
+            # leave the queues from the next (their targets are checked two cycles later).
+            for pe in pes:
+                m.d.comb += pe.hold.eq(fn_gate & fn_active)
 
         # ------------------------------------------------------------- scan process
         sc_layer = Signal(range(n_layers))
@@ -387,20 +391,16 @@ class ApicalTop(wiring.Component):
                 m.d.comb += fn_start.eq(1)
                 m.d.sync += fn_layer.eq(sc_layer)
                 with m.If(sc_gated & ~sc_other):
-                    # Gate site accumulated: a gate pass sets the fixed bits, then the other site.
-                    m.d.comb += gate_start.eq(1)
-                    m.next = "GATE"
+                    # Gate site accumulated: a gate pass sets the fixed bits while the other
+                    # site's events are scanned into the PE queues, held there until it ends.
+                    m.d.sync += sc_other.eq(1)
+                    m.d.comb += [gate_start.eq(1), scanner.seg.eq(other_seg), scanner.start.eq(1)]
                 with m.Elif(sc_layer == n_layers - 1):
                     m.d.sync += sc_other.eq(0)
                     m.next = "FINISH"
                 with m.Else():
                     m.d.sync += [sc_layer.eq(sc_layer + 1), sc_other.eq(0)]
                     m.d.comb += [scanner.seg.eq(first_seg), scanner.start.eq(1)]
-            # The gate pass's last fixed bits are written: the other site's events find them.
-            with m.State("GATE"), m.If(~fn_active):
-                m.d.sync += sc_other.eq(1)
-                m.d.comb += [scanner.seg.eq(other_seg), scanner.start.eq(1)]
-                m.next = "RUN"
             # The last finaliser write is this cycle at the latest: OUT reads it from the next.
             with m.State("FINISH"), m.If(~fn_issuing & ~Cat(pipe_valid[:-1]).any() & ~fn_start):
                 m.d.comb += output.start.eq(1)
