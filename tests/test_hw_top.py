@@ -246,3 +246,12 @@ def test_top_context_gated_synapse_and_group_partitioned(gate: str, pes: int, ma
     want = "synapse" if max_group == 1 else "neuron"
     assert any(mo == want and (want == "synapse" or g > 1) for mo, g in modes), modes
     check(ir, pes, random_inputs(rng, ir, 3), seed=pes, schedule=sched)
+
+
+@pytest.mark.parametrize(("gate", "pes"), [("r", 1), ("c", 2)])
+def test_top_context_gated_events_wait_for_a_long_gate_pass(gate: str, pes: int) -> None:
+    # Many neurons per PE: the gate pass outlasts the other site's scan-to-PE latency, so
+    # the PEs must hold those events until every fixed bit is written (else they count more).
+    rng = np.random.default_rng(500 + pes)
+    ir = random_ir(rng, kind="two_point", layers=2, hidden_size=(16, 24), gate=gate)
+    check(ir, pes, random_inputs(rng, ir, 3), seed=1)
