@@ -21,7 +21,8 @@ address. The walker looks up the targets of the next `LOOKAHEAD` synapses of
 its event and issues the first whose neuron is not fixed, skipping the fixed
 ones before it: no weight read, no multiply, no accumulator update, not
 counted, and up to `LOOKAHEAD` skipped synapses a cycle (a cycle is spent
-only where `LOOKAHEAD` fixed ones in a row leave nothing to issue).
+only where `LOOKAHEAD` fixed ones in a row leave nothing to issue). ``hold``
+keeps events in the queues while the gate pass is still writing fixed bits.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ Context gating (a two_point layer's ``gate``): the gate site's segments come
 first in scan order and the scan stops after them (`Schedule.scan_ends`); a
 gate pass of the finalisers then derives each neuron's "fixed" bit from
 ``LayerProgram.fix_lut`` (bit ``v`` set when the gate site's value index ``v``
-fixes the table's output), and the other site's segments are scanned after it.
+fixes the table's output), while the other site's segments are scanned into the
+PE queues, which hold them until the pass has written every fixed bit.
 """
 
 from __future__ import annotations
