@@ -151,6 +151,9 @@ def _rtl_check(net: _Net, cfg: Config, run_dir: Path, *, draws: int, samples: in
     from apical.hw.faults import draw_seu, fault_verilog, hardware_faults, seu_effects
     from apical.sim.runner import simulate, summarize
 
+    if net.ir.gated:
+        raise ApicalError(f"faults: {net.label}: fault injection in the RTL does not support context-gated layers "
+                          "(hardware.context_gating); use --rtl-draws 0")
     inputs = {k: v[:samples] for k, v in net.inputs.items()}
     rows = []
     for d in range(draws):

@@ -37,7 +37,8 @@ def footprint(schedule: Schedule) -> dict[str, int]:
     mem = schedule.memories()
     parts = {
         "weights_bytes": math.ceil(mem["weight"].bits / 8),
-        "pointers_bytes": math.ceil((mem["index"].bits + mem["event_mask"].bits) / 8),
+        "pointers_bytes": math.ceil(
+            (mem["index"].bits + mem["event_mask"].bits + (mem["target"].bits if "target" in mem else 0)) / 8),
         "biases_bytes": math.ceil((mem["bias"].bits + (mem["requant"].bits if "requant" in mem else 0)) / 8),
         "tables_bytes": math.ceil(mem["table"].bits / 8) if "table" in mem else 0,
     }

@@ -75,14 +75,6 @@ def step_verify(cfg: Config, run_dir: Path) -> dict[str, Any]:
     return _with_baseline(verify_run, cfg, run_dir, needs="ir/model.yaml")
 
 
-def _refuse_gated(ir: Any, run_dir: Path) -> None:
-    if ir.gated:
-        raise ApicalError(
-            f"{run_dir / 'ir' / 'model.yaml'}: context gating (hardware.context_gating) is not implemented "
-            "in the RTL yet; export without it for `apical rtl`/`sim`"
-        )
-
-
 def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
     from apical.hw.generate import generate_rtl
     from apical.sw.atomic import atomic_write_json
@@ -90,7 +82,6 @@ def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
     _require(run_dir, "ir/model.yaml", hint="export")
     ir = load_ir(run_dir / "ir")
-    _refuse_gated(ir, run_dir)
     summary = generate_rtl(
         ir, cfg.hardware.pes, run_dir / "rtl", max_weight_depth=cfg.hardware.max_weight_depth
     )
@@ -101,10 +92,8 @@ def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
 def step_sim(cfg: Config, run_dir: Path) -> dict[str, Any]:
     require_extra("sim", "apical sim")
     from apical.sim.runner import sim_run
-    from apical.sw.ir import load_ir
 
     _require(run_dir, "ir/model.yaml", "test_vectors.npz", hint="export")
-    _refuse_gated(load_ir(run_dir / "ir"), run_dir)
     return sim_run(
         cfg,
         run_dir,

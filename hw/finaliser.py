@@ -8,13 +8,16 @@ requantisation, by the slot's multiplier and adds its offset (multiply-add,
 the DSP48E2's C port), both read from the requant memory beside the biases; F2 shifts, rounds, applies relu and saturates with the
 layer's constants (`Requantizer`) and, for two-point layers, addresses the
 modulation table at ``(r - r_min) * 2**c_bits + (c - c_min)``; F3 presents the
-raw output lane value (``act_bits`` two's complement).
+raw output lane value (``act_bits`` two's complement) and, for context-gated
+layers, ``out_fixed``: the gate site's value alone fixes the output (the
+layer's ``fix_lut``, a constant bit per value, looked up at F2).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from amaranth.hdl import Const as C
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -60,6 +63,7 @@ class Finaliser(wiring.Component):
             "acc1": In(signed(in_bits)),
             "out_valid": Out(1),
             "out_data": Out(unsigned(schedule.act_bits)),
+            "out_fixed": Out(1),  # gated layers: the gate site fixes this neuron's output
         })
 
     def elaborate(self, platform):
@@ -164,6 +168,10 @@ class Finaliser(wiring.Component):
             kill_r, kill_c, l3, k3 = kills
         v3, two_point, d3 = Signal(), Signal(), Signal(unsigned(s.act_bits))
         t_addr = Signal(range(max(2, len(s.table))))
+        if s.gated:
+            m.d.sync += self.out_fixed.eq(0)  # set below for gated layers only
+        else:
+            m.d.comb += self.out_fixed.eq(0)
         for li, lp in enumerate(s.layers):
             rqs = []
             for sp in lp.sites:
@@ -182,6 +190,11 @@ class Finaliser(wiring.Component):
                     r_off = r_val - int_range(r_sp.bits, r_sp.signed)[0]
                     m.d.comb += t_addr.eq(lp.table_base + (r_off << c_sp.bits) + c_off)
                     m.d.sync += two_point.eq(1)
+                    if lp.gate is not None:
+                        g_off, g_bits = (r_off, r_sp.bits) if lp.gate == "r" else (c_off, c_sp.bits)
+                        g_idx = Signal(g_bits, name=f"gate_idx_{li}")
+                        m.d.comb += g_idx.eq(g_off)
+                        m.d.sync += self.out_fixed.eq(C(lp.fix_lut, 1 << g_bits).bit_select(g_idx, 1))
                 else:
                     m.d.sync += [d3.eq(rqs[0].o), two_point.eq(0)]
         m.d.sync += v3.eq(v2)

@@ -13,6 +13,16 @@ consecutive updates of one neuron need no forwarding. A valid bit per
 accumulator entry makes the first update of a layer overwrite instead of add;
 clearing a whole region (layer parity) is one cycle, so no clear pass is
 needed, also after reset. The finaliser reads accumulators through ``fin_*``.
+
+Context gating (a schedule with gated layers): a "fixed" bit per accumulator
+entry, set through ``fix_*`` by the gate pass of the finalisers and cleared
+with the region, and a target memory holding each synapse's accumulator
+address. The walker looks up the targets of the next `LOOKAHEAD` synapses of
+its event and issues the first whose neuron is not fixed, skipping the fixed
+ones before it: no weight read, no multiply, no accumulator update, not
+counted, and up to `LOOKAHEAD` skipped synapses a cycle (a cycle is spent
+only where `LOOKAHEAD` fixed ones in a row leave nothing to issue). ``hold``
+keeps events in the queues while the gate pass is still writing fixed bits.
 """
 
 from __future__ import annotations
@@ -23,11 +33,14 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigne
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import bits_for
 
 from apical.hw.layouts import event_layout, index_layout, weight_layout
 from apical.hw.schedule import Schedule
 
 __all__ = ["ProcessingElement"]
+
+LOOKAHEAD = 4  # gated schedules: synapses the walker looks at (and may skip) per cycle
 
 
 class ProcessingElement(wiring.Component):
@@ -53,6 +66,10 @@ class ProcessingElement(wiring.Component):
         # neurons a cycle (two adder trees in the top).
         second = {"fin_addr_b": In(range(s.acc_depth)), "fin_acc0_b": Out(signed(s.acc_bits)),
                   "fin_acc1_b": Out(signed(s.acc_bits))} if fin_ports == 2 else {}
+        # Context gating: fix_bits[i] marks accumulator entry fix_addr + i as fixed (its synapses skipped);
+        # `hold` keeps events in the queues while the fixed bits they will be checked against are written.
+        gating = {"fix_en": In(1), "fix_addr": In(range(s.acc_depth)),
+                  "fix_bits": In(s.pes), "hold": In(1)} if s.gated else {}
         self.ev_layout = event_layout(s.index_depth, s.value_bits)
         self.w_layout = weight_layout(s.acc_depth, s.weight_bits)
         self.ix_layout = index_layout(s.weight_depth, s.max_fanout)
@@ -70,6 +87,7 @@ class ProcessingElement(wiring.Component):
             "fin_acc1": Out(signed(s.acc_bits)),
             "clear": In(2),  # clear the valid bits of accumulator region 0 / 1
             **second,
+            **gating,
         })
 
     def elaborate(self, platform):
@@ -120,10 +138,21 @@ class ProcessingElement(wiring.Component):
         end = Signal(len(ix.start))
         val = Signal(signed(s.value_bits))
         active = Signal()
-        last = (ptr + 1) == end
+        depth = s.acc_depth
+        half_mask = (1 << s.acc_half) - 1
+        region_mask = [half_mask, half_mask << s.acc_half]
+        clear_mask = Signal(depth)
+        m.d.comb += clear_mask.eq(Mux(self.clear[0], region_mask[0], 0) | Mux(self.clear[1], region_mask[1], 0))
+        if s.gated:
+            go, w_ptr, step = self._skip_fixed(m, ptr, end, active, clear_mask)
+            last = (ptr + step) >= end
+        else:
+            go, w_ptr, step = active, ptr, 1
+            last = (ptr + 1) == end
         take = ~active | last  # the walker takes the next event this cycle
         pop = Signal()
-        m.d.comb += [pop.eq(any_ready & (~nxt_valid | take)), ix_rd.addr.eq(head.addr), ix_rd.en.eq(pop)]
+        hold = self.hold if s.gated else Const(0)
+        m.d.comb += [pop.eq(any_ready & (~nxt_valid | take) & ~hold), ix_rd.addr.eq(head.addr), ix_rd.en.eq(pop)]
         with m.If(pop):
             for j, q in enumerate(queues):
                 m.d.comb += q.r_en.eq(pick == j)
@@ -138,13 +167,15 @@ class ProcessingElement(wiring.Component):
         with m.Elif(take):
             m.d.sync += active.eq(0)
         with m.Else():
-            m.d.sync += ptr.eq(ptr + 1)
+            m.d.sync += ptr.eq(ptr + step)
 
         # MAC pipeline: S1 weight data, S2 registered multiplier inputs, S3 registered product.
         w_rd = weight_mem.read_port()
-        m.d.comb += w_rd.addr.eq(ptr)
+        m.d.comb += w_rd.addr.eq(w_ptr)
+        if s.gated:
+            m.d.comb += w_rd.en.eq(go)  # a skipped synapse's weight is not read
         s1_valid, s1_val = Signal(), Signal(signed(s.value_bits))
-        m.d.sync += [s1_valid.eq(active), s1_val.eq(val)]
+        m.d.sync += [s1_valid.eq(go), s1_val.eq(val)]
         word = w_rd.data if flt is None else self.w_layout(w_rd.data[:self.w_layout.size])
         weight = word.weight
         if flt is not None and flt.parity:
@@ -160,11 +191,6 @@ class ProcessingElement(wiring.Component):
         in_region = self._region_guard(m, ptr, s3_acc) if flt is not None and flt.guard else None
 
         # S3: read-modify-write of the addressed accumulator bank (comb read, write at the edge).
-        depth = s.acc_depth
-        half_mask = (1 << s.acc_half) - 1
-        region_mask = [half_mask, half_mask << s.acc_half]
-        clear_mask = Signal(depth)
-        m.d.comb += clear_mask.eq(Mux(self.clear[0], region_mask[0], 0) | Mux(self.clear[1], region_mask[1], 0))
         fin_b = (self.fin_acc0_b, self.fin_acc1_b) if self._fin_ports == 2 else (None, None)
         for bank, mem, fin_out in ((0, acc0, self.fin_acc0), (1, acc1, self.fin_acc1)):
             valid = Signal(depth, name=f"valid{bank}")
@@ -190,11 +216,41 @@ class ProcessingElement(wiring.Component):
             self.busy.eq(any_ready | nxt_valid | active | s1_valid | s2_valid | s3_valid),
             self.busy_front.eq(any_ready | nxt_valid | active | s1_valid | s2_valid),
             self.level.eq(sum(q.level for q in queues)),
-            self.issue.eq(active),
+            self.issue.eq(go),
             self.read.eq(s1_valid),
             self.update.eq(s3_valid),
         ]
         return m
+
+    def _skip_fixed(self, m: Module, ptr: Signal, end: Signal, active: Signal, clear_mask: Signal) -> tuple:
+        """Context gating in the walker: the targets of the next `LOOKAHEAD` synapses of the event
+        (target memory, asynchronous reads) against the fixed bits; the first live one issues
+        and the walk moves past it, skipping fixed ones, `LOOKAHEAD` at most a cycle.
+
+        Returns (go: a synapse issues this cycle, its weight address, how far ``ptr`` moves).
+        """
+        s, img = self._s, self._s.images[self._index]
+        targets = [a for a, _, _ in img.weights] or [0]
+        m.submodules.target_mem = target_mem = Memory(
+            shape=unsigned(bits_for(s.acc_depth - 1)), depth=len(targets), init=targets)
+        fixed = Signal(s.acc_depth)
+        setf = Signal(s.acc_depth)
+        m.d.comb += setf.eq(Mux(self.fix_en, self.fix_bits << self.fix_addr, 0))
+        m.d.sync += fixed.eq((fixed | setf) & ~clear_mask)
+        live = Signal(LOOKAHEAD)  # synapse ptr + j is in the event and its target is not fixed
+        for j in range(LOOKAHEAD):
+            t_rd = target_mem.read_port(domain="comb")
+            m.d.comb += [t_rd.addr.eq(ptr + j),
+                         live[j].eq(active & (ptr + j < end) & ~fixed.bit_select(t_rd.data, 1))]
+        first = Signal(range(LOOKAHEAD))
+        for j in reversed(range(LOOKAHEAD)):
+            with m.If(live[j]):
+                m.d.comb += first.eq(j)
+        go = Signal()
+        w_ptr = Signal(len(ptr))
+        step = Signal(range(LOOKAHEAD + 1))
+        m.d.comb += [go.eq(live.any()), w_ptr.eq(ptr + first), step.eq(Mux(go, first + 1, LOOKAHEAD))]
+        return go, w_ptr, step
 
     def _region_guard(self, m: Module, ptr: Signal, s3_acc: Signal) -> Signal:
         """Fault builds: 1 when ``s3_acc`` lies in the accumulator region of the layer whose weights

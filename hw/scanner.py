@@ -13,7 +13,9 @@ when all of those queues can take it, independently of the other slots
 refilled each cycle from the word's lowest remaining non-zero lanes, and the
 next word is fetched in the cycle the last lane leaves the word register.
 ``limit_*`` let the scan trail a finalisation still writing its input: word
-``w`` of tensor ``limit_tensor`` is fetched only once ``w < limit``.
+``w`` of tensor ``limit_tensor`` is fetched only once ``w < limit``. A scan
+stops after a layer's last segment, or after a gated layer's last gate-site
+segment (`Schedule.scan_ends`); the other site is a scan of its own.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ class Scanner(wiring.Component):
         lanes, a_bits, k, P = s.lanes, s.act_bits, self._issue, s.pes
         m.submodules.mask_mem = mask_mem = Memory(shape=unsigned(P), depth=s.index_depth, init=list(s.mask))
         max_words = max(t.words for t in s.tensors)
-        last_of_layer = {lp.segments[-1] for lp in s.layers}
+        last_of_layer = s.scan_ends  # a gated layer's scan stops after its gate site too
 
         # ------------------------------------------------------------- fetch
         active = Signal()  # words of the layer left to fetch

@@ -21,6 +21,13 @@ Partitioning, chosen per layer by estimated cycles:
 
 Accumulator addresses alternate between two regions (layer parity) so a
 layer's finalisation can overlap the next layer's accumulation.
+
+Context gating (a two_point layer's ``gate``): the gate site's segments come
+first in scan order and the scan stops after them (`Schedule.scan_ends`); a
+gate pass of the finalisers then derives each neuron's "fixed" bit from
+``LayerProgram.fix_lut`` (bit ``v`` set when the gate site's value index ``v``
+fixes the table's output), while the other site's segments are scanned into the
+PE queues, which hold them until the pass has written every fixed bit.
 """
 
 from __future__ import annotations
@@ -30,10 +37,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from amaranth.utils import bits_for
 
 from apical.hw.layouts import bias_layout, event_layout, index_layout, requant_layout, weight_layout
 from apical.sw.errors import ApicalError
-from apical.sw.ir import IR, Layer
+from apical.sw.ir import IR, Layer, gating_values
 
 __all__ = [
     "LayerProgram",
@@ -110,6 +118,14 @@ class LayerProgram:
     est_cycles_other: int  # the estimate of the mode not chosen (for reports)
     replicas: int = 1  # synapse mode: PEs holding each input's fan-out
     group: int = 1  # neuron mode: PEs sharing each neuron (slots: neurons per group)
+    gate: str | None = None  # two_point context gating: the site scanned and finalised first
+    gate_segments: int = 0  # gated: how many of `segments` (the first) belong to the gate site
+    fix_lut: int = 0  # gated: bit v set when the gate site's value index v fixes the output
+
+    @property
+    def gate_bank(self) -> int:
+        """Accumulator bank of the gate site (gated layers)."""
+        return 1 if self.gate == "c" else 0
 
 
 @dataclass(frozen=True)
@@ -179,6 +195,18 @@ class Schedule:
         return sum(t.words for t in self.tensors)
 
     @property
+    def gated(self) -> bool:
+        """True when some layer is context-gated (the PEs then check a fixed bit per synapse)."""
+        return any(lp.gate is not None for lp in self.layers)
+
+    @property
+    def scan_ends(self) -> frozenset[int]:
+        """Segments after which a scan stops: each layer's last, and a gated layer's last gate-site one."""
+        ends = {lp.segments[-1] for lp in self.layers}
+        ends |= {lp.segments[lp.gate_segments - 1] for lp in self.layers if lp.gate is not None}
+        return frozenset(ends)
+
+    @property
     def acc_depth(self) -> int:
         return 2 * self.acc_half
 
@@ -208,6 +236,10 @@ class Schedule:
                                          (max(1, self.bias_depth),) * P)
         if self.table:
             mems["table"] = MemorySpec(self.act_bits, (len(self.table),) * P)
+        if self.gated:
+            # Context gating: each synapse's accumulator address, read before (and instead of)
+            # the weight word, so a skipped synapse costs no weight read.
+            mems["target"] = MemorySpec(bits_for(self.acc_depth - 1), mems["weight"].depths)
         return mems
 
     @property
@@ -249,6 +281,7 @@ class Schedule:
                     "synapses_per_pe": list(lp.syn_per_pe),
                     "replicas": lp.replicas,
                     "group": lp.group,
+                    "gate": lp.gate,
                     "max_synapses_per_pe": max(lp.syn_per_pe),
                     "est_cycles_full_activity": lp.est_cycles,
                     "est_cycles_other_mode": lp.est_cycles_other,
@@ -344,6 +377,20 @@ def issue_slots(ir: IR, pes: int, *, max_issue: int = 8, slack: float = 1.05) ->
     return top
 
 
+def _scan_order(layer: Layer) -> tuple[str, ...]:
+    """Sites in scan order: a gated layer's gate site first."""
+    if layer.gate is None:
+        return layer.site_order
+    return (layer.gate, layer.gated_site)
+
+
+def _fix_lut(layer: Layer) -> int:
+    """Gated layers: the gate site's fixing values as a bit mask over value indices (else 0)."""
+    if layer.gate is None or layer.table is None:
+        return 0
+    return sum(1 << v for v, fixes in enumerate(gating_values(layer.table, layer.gate)) if fixes)
+
+
 def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192, max_group: int = 8,
                      min_group: int = 1) -> Schedule:
     """Fold ``ir`` onto ``pes`` processing elements; see the module docstring.
@@ -419,15 +466,15 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192, max_grou
                 replicas *= 2
         syn_before = [len(w) for w in weights]
         seg_ids = []
-        site_progs = []
-        for key in layer.site_order:
+        site_progs = tuple(
+            SiteProgram(key, 1 if key == "c" else 0, site.requant.shift, site.requant.multiplier,
+                        site.activation == "relu", site.bits, site.signed, site.acc_bits,
+                        narrow=site.narrow, per_neuron=per_neuron)
+            for key, site in ((k, layer.sites[k]) for k in layer.site_order))
+        gate_segments = 0
+        for key in _scan_order(layer):
             site = layer.sites[key]
             bank = 1 if key == "c" else 0
-            site_progs.append(
-                SiteProgram(key, bank, site.requant.shift, site.requant.multiplier,
-                            site.activation == "relu", site.bits, site.signed, site.acc_bits,
-                            narrow=site.narrow, per_neuron=per_neuron)
-            )
             offset = 0
             for src in site.sources:
                 tid = tensor_id[src]
@@ -475,6 +522,8 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192, max_grou
                             m |= 1 << p
                     mask.append(m)
                 offset += tp.size
+            if key == layer.gate:
+                gate_segments = len(seg_ids)
         bias_base = len(bias[0])
         at_slot = {(int(owner[n]), int(slot[n])): n for n in range(layer.size)} if mode == "neuron" else {}
         mults = {k: layer.sites[k].neuron_multipliers(layer.size) for k in layer.site_order}
@@ -508,10 +557,11 @@ def compile_schedule(ir: IR, pes: int, *, replicate_budget: int = 8192, max_grou
             LayerProgram(
                 name=layer.name, kind=layer.kind, mode=mode, size=layer.size, steps=steps,
                 region=region, bias_base=bias_base, out_tensor=len(ir.inputs) + li,
-                out_bits=layer.out_bits, out_signed=layer.out_signed, sites=tuple(site_progs),
+                out_bits=layer.out_bits, out_signed=layer.out_signed, sites=site_progs,
                 segments=tuple(seg_ids), slots=counts, table_base=table_base, syn_per_pe=syn,
                 est_cycles=plan.est[mode], est_cycles_other=plan.est[other], replicas=replicas,
-                group=g_size if mode == "neuron" else 1,
+                group=g_size if mode == "neuron" else 1, gate=layer.gate, gate_segments=gate_segments,
+                fix_lut=_fix_lut(layer),
             )
         )
     images = tuple(PEImage(tuple(w), tuple(ix), tuple(b), tuple(r))

@@ -23,7 +23,11 @@ is empty and only the PEs' last accumulator writes are in flight,
 finalisation writes the outputs, P / G neurons a step for neuron-partitioned
 layers on groups of G PEs, two a cycle for synapse-partitioned ones, while
 the next layer's scan trails it word by word) -> FINISH -> OUT (the
-`OutputStage`: values, class). Named parts: ``scanner``, ``pe<p>``,
+`OutputStage`: values, class). A context-gated two_point layer is scanned in
+two parts: its gate site, then a gate pass of the finalisers (no outputs
+written) that sets each PE's fixed bits, then its other site, whose synapses
+into fixed neurons the PEs skip (its events wait in the PE queues until the
+gate pass ends); then its finalisation as usual. Named parts: ``scanner``, ``pe<p>``,
 ``fin<p>``, ``counters`` (`CounterBank`), ``output`` (`OutputStage`). A
 synchronous ``rst`` at any point returns to IN with empty queues and cleared
 accumulator valid bits.
@@ -82,6 +86,8 @@ class ApicalTop(wiring.Component):
         self._ir, self._pes, self._qdepth = ir, pes, queue_depth
         self._faults = faults  # apical.hw.faults.HardwareFaults: a fault-injection build (None: none)
         self.schedule = schedule if schedule is not None else compile_schedule(ir, pes)
+        if faults is not None and self.schedule.gated:
+            raise ValueError("ApicalTop: fault injection is not supported with context-gated layers")
         in_w, out_w = stream_widths(ir)
         ports = {
             "s_axis_tdata": In(in_w),
@@ -169,6 +175,10 @@ class ApicalTop(wiring.Component):
         pipe_lanes = [Signal(P, name=f"fp{i}_lanes") for i in range(LATENCY)]
         pipe_last = [Signal(name=f"fp{i}_last") for i in range(LATENCY)]
         pipe_layer = [Signal(range(n_layers), name=f"fp{i}_layer") for i in range(LATENCY)]
+        fn_gate = Signal()  # the finalisation in flight is a gate pass (fixed bits, no outputs)
+        gate_start = Signal()
+        pipe_gate = [Signal(name=f"fp{i}_gate") for i in range(LATENCY)]
+        pipe_k = [Signal(len(fn_k), name=f"fp{i}_k") for i in range(LATENCY)]
         fn_active = Signal()
         m.d.comb += fn_active.eq(fn_issuing | Cat(pipe_valid).any())
 
@@ -242,13 +252,17 @@ class ApicalTop(wiring.Component):
             pipe_lanes[0].eq(Mux(synapse_mode, lanes_s, lanes_n)),
             pipe_last[0].eq(Mux(synapse_mode, (fn_kl + fn_step == P) | (fn_k + fn_step >= steps), word_end)),
             pipe_layer[0].eq(fn_layer),
+            pipe_gate[0].eq(fn_gate),
+            pipe_k[0].eq(fn_k),
         ]
         for i in range(1, LATENCY):
             m.d.sync += [pipe_valid[i].eq(pipe_valid[i - 1]), pipe_word[i].eq(pipe_word[i - 1]),
                          pipe_rel[i].eq(pipe_rel[i - 1]), pipe_lanes[i].eq(pipe_lanes[i - 1]),
-                         pipe_last[i].eq(pipe_last[i - 1]), pipe_layer[i].eq(pipe_layer[i - 1])]
+                         pipe_last[i].eq(pipe_last[i - 1]), pipe_layer[i].eq(pipe_layer[i - 1]),
+                         pipe_gate[i].eq(pipe_gate[i - 1]), pipe_k[i].eq(pipe_k[i - 1])]
         with m.If(fn_start):
-            m.d.sync += [fn_issuing.eq(1), fn_k.eq(0), fn_kw.eq(0), fn_kl.eq(0), fn_words.eq(0)]
+            m.d.sync += [fn_issuing.eq(1), fn_k.eq(0), fn_kw.eq(0), fn_kl.eq(0), fn_words.eq(0),
+                         fn_gate.eq(gate_start)]
         with m.Elif(fn_issuing):
             m.d.sync += fn_k.eq(fn_k + s_step)
             with m.If(fn_kl + fn_step == P):
@@ -257,9 +271,10 @@ class ApicalTop(wiring.Component):
                 m.d.sync += fn_kl.eq(fn_kl + fn_step)
             with m.If(fn_k + s_step >= steps):
                 m.d.sync += fn_issuing.eq(0)
-                # Last accumulator read is this cycle: the region is free from the next one.
+                # Last accumulator read is this cycle: the region is free from the next one
+                # (a gate pass keeps it: the layer's own finalisation follows).
                 for pe in pes:
-                    m.d.comb += pe.clear.eq(Mux(region, 0b10, 0b01))
+                    m.d.comb += pe.clear.eq(Mux(fn_gate, 0, Mux(region, 0b10, 0b01)))
         wv, ww, wl = pipe_valid[-1], pipe_word[-1], pipe_lanes[-1]
         with m.If(wv & pipe_last[-1]):
             m.d.sync += fn_words.eq(pipe_rel[-1])
@@ -268,25 +283,43 @@ class ApicalTop(wiring.Component):
             m.d.comb += fin_data.word_select(p, A).eq(fin.out_data)
         n_written = Signal(range(P + 1))
         m.d.comb += n_written.eq(Mux(wv, sum(wl[p] for p in range(P)), 0))
-        nsites = Signal(2)
+        fixed_lanes = Signal(P)
+        m.d.comb += fixed_lanes.eq(Cat(fin.out_fixed for fin in fins) & wl)
+        n_fixed = Signal(range(P + 1))
+        m.d.comb += n_fixed.eq(Mux(wv, sum(fixed_lanes[p] for p in range(P)), 0))
+        gate_pass = pipe_gate[-1]
+        nsites = Signal(2)  # sites requantised by a layer's own finalisation (a gated layer: the other one)
         tp = Signal()
         with m.Switch(pipe_layer[-1]):
             for li, lp in enumerate(s.layers):
                 with m.Case(li):
-                    m.d.comb += [nsites.eq(len(lp.sites)), tp.eq(lp.kind == "two_point")]
+                    m.d.comb += [nsites.eq(len(lp.sites) - (lp.gate is not None)), tp.eq(lp.kind == "two_point")]
+        # A gate pass requantises the gate site of every neuron; the layer's finalisation then
+        # counts the other site of the neurons it does not fix (the golden model's count).
         m.d.comb += [
-            inc["act_writes"].eq(n_written),
-            inc["requants"].eq(n_written * nsites),
-            inc["table_lookups"].eq(Mux(tp, n_written, 0)),
+            inc["act_writes"].eq(Mux(gate_pass, 0, n_written)),
+            inc["requants"].eq(Mux(gate_pass, n_written, n_written * nsites - n_fixed)),
+            inc["table_lookups"].eq(Mux(tp & ~gate_pass, n_written, 0)),
         ]
+        if s.gated:
+            self._fixed_writes(m, pes, fixed_lanes, wv & gate_pass, wl, pipe_layer[-1], pipe_k[-1], pipe_rel[-1])
+            # The last fixed bits are written at the end of the gate pass's last cycle: events
+            # leave the queues from the next (their targets are checked two cycles later).
+            for pe in pes:
+                m.d.comb += pe.hold.eq(fn_gate & fn_active)
 
         # ------------------------------------------------------------- scan process
         sc_layer = Signal(range(n_layers))
         first_seg = Signal(range(len(s.segments)))  # the next layer's first scan segment
+        sc_other = Signal()  # the scan in flight is a gated layer's other site
+        sc_gated = Signal()  # layer sc_layer is context-gated
+        other_seg = Signal(range(len(s.segments)))  # its other site's first scan segment
         with m.Switch(sc_layer):
-            for li in range(n_layers):
+            for li, lp in enumerate(s.layers):
                 with m.Case(li):
                     m.d.comb += first_seg.eq(s.layers[min(li + 1, n_layers - 1)].segments[0])
+                    if lp.gate is not None:
+                        m.d.comb += [sc_gated.eq(1), other_seg.eq(lp.segments[lp.gate_segments])]
         # A scan trails the finalisation of its input (the scanner fetches nothing in the
         # fn_start cycle: it starts then, or is idle).
         with m.Switch(fn_layer):
@@ -357,10 +390,16 @@ class ApicalTop(wiring.Component):
             with m.State("RUN"), m.If(~scanner.busy & ~any_busy & ~fn_active):
                 m.d.comb += fn_start.eq(1)
                 m.d.sync += fn_layer.eq(sc_layer)
-                with m.If(sc_layer == n_layers - 1):
+                with m.If(sc_gated & ~sc_other):
+                    # Gate site accumulated: a gate pass sets the fixed bits while the other
+                    # site's events are scanned into the PE queues, held there until it ends.
+                    m.d.sync += sc_other.eq(1)
+                    m.d.comb += [gate_start.eq(1), scanner.seg.eq(other_seg), scanner.start.eq(1)]
+                with m.Elif(sc_layer == n_layers - 1):
+                    m.d.sync += sc_other.eq(0)
                     m.next = "FINISH"
                 with m.Else():
-                    m.d.sync += sc_layer.eq(sc_layer + 1)
+                    m.d.sync += [sc_layer.eq(sc_layer + 1), sc_other.eq(0)]
                     m.d.comb += [scanner.seg.eq(first_seg), scanner.start.eq(1)]
             # The last finaliser write is this cycle at the latest: OUT reads it from the next.
             with m.State("FINISH"), m.If(~fn_issuing & ~Cat(pipe_valid[:-1]).any() & ~fn_start):
@@ -373,6 +412,34 @@ class ApicalTop(wiring.Component):
 
         # Finaliser writes own the activation write port outside IN.
         with m.If(~self.s_axis_tready):
-            m.d.comb += [act_wr.addr.eq(ww), act_wr.data.eq(fin_data), act_wr.en.eq(Mux(wv, wl, 0))]
+            m.d.comb += [act_wr.addr.eq(ww), act_wr.data.eq(fin_data), act_wr.en.eq(Mux(wv & ~gate_pass, wl, 0))]
         m.d.comb += inc["cycles"].eq(running)
         return m
+
+    def _fixed_writes(self, m: Module, pes: list, fixed_lanes: Signal, en: Signal, wl: Signal,
+                      layer: Signal, k: Signal, rel: Signal) -> None:
+        """Gate pass results to the PEs: each PE marks the accumulator entries whose neuron is fixed.
+
+        Neuron mode (groups of G PEs): lane p finalises slot ``k`` of group ``p % (P / G)``, whose
+        synapses lie on PEs ``g * G .. g * G + G - 1``. Synapse mode: every PE holds every neuron;
+        lane p of output word ``rel - 1`` is neuron ``(rel - 1) * P + p``.
+        """
+        s = self.schedule
+        P = s.pes
+        for pe in pes:
+            m.d.comb += pe.fix_en.eq(0)
+        with m.If(en), m.Switch(layer):
+            for li, lp in enumerate(s.layers):
+                if lp.gate is None:
+                    continue
+                base = lp.region * s.acc_half
+                with m.Case(li):
+                    for q, pe in enumerate(pes):
+                        if lp.mode == "synapse":
+                            m.d.comb += [pe.fix_en.eq(1), pe.fix_addr.eq(base + (rel - 1) * P),
+                                         pe.fix_bits.eq(fixed_lanes)]
+                        else:
+                            groups = P // lp.group
+                            src = [p for p in range(P) if p % groups == q // lp.group]
+                            m.d.comb += [pe.fix_en.eq(Cat(wl[p] for p in src).any()), pe.fix_addr.eq(base + k),
+                                         pe.fix_bits.eq(Cat(fixed_lanes[p] for p in src).any())]

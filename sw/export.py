@@ -308,7 +308,9 @@ def export_run(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
     run_dir = Path(run_dir)
     ck_cfg, model = load_model(run_dir)
-    ir = export_ir(model, ck_cfg)
+    # Context gating is an export-time choice of the given config, not of the training run.
+    gating = dataclasses.replace(ck_cfg.hardware, context_gating=cfg.hardware.context_gating)
+    ir = export_ir(model, ck_cfg.replace(hardware=gating))
     save_ir(ir, run_dir / "ir")
     ds = load_dataset(ck_cfg)
     inputs, _ = brevitas_trace(model, ds.test)

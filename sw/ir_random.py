@@ -13,12 +13,14 @@ Everything is deterministic in the generator's state.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from apical.sw.errors import ApicalError
 from apical.sw.ir import (
+    GATES,
     IR,
     MAX_BITS,
     Layer,
@@ -146,6 +148,7 @@ def random_ir(
     requant: str = "mixed",
     empty_fanout: float = 0.15,
     raw_output: float = 0.25,
+    gate: str | None = None,
 ) -> IR:
     """A small random IR that passes `validate_ir`.
 
@@ -158,7 +161,9 @@ def random_ir(
     a dense signed identity layer (logits), as in the trained networks; with
     probability ``raw_output`` it has no requantisation at all (its output is
     the accumulator, up to `MAX_BITS` wide), as imported models without an
-    output quantizer have.
+    output quantizer have. ``gate`` (``"r"``/``"c"``): every two-point layer is
+    context-gated on that site, its table made constant along the other site
+    for about half of the gate site's values (so gating really skips).
     """
     if kind not in KINDS:
         raise ApicalError(f"random_ir: kind must be one of {KINDS}, got {kind!r}")
@@ -236,9 +241,26 @@ def random_ir(
         out_layers.append(layer)
         prev = layer.output
         tensors.append(prev)
+    if gate is not None:
+        out_layers = [_gated(rng, layer, gate) if layer.kind == "two_point" else layer for layer in out_layers]
     ir = IR(inputs=tuple(inputs), layers=tuple(out_layers), meta={"model_kind": f"random-{kind}", "scaling": "po2"})
     validate_ir(ir)
     return ir
+
+
+def _gated(rng: np.random.Generator, layer: Layer, gate: str) -> Layer:
+    """``layer`` gated on ``gate``, its table fixing the output on about half of that site's values."""
+    if gate not in GATES:
+        raise ApicalError(f"random_ir: gate must be one of {GATES} or None, got {gate!r}")
+    assert layer.table is not None
+    t = layer.table.copy()
+    if gate == "r":
+        rows = rng.random(t.shape[0]) < 0.5
+        t[rows, :] = t[rows, :1]
+    else:
+        cols = rng.random(t.shape[1]) < 0.5
+        t[:, cols] = t[:1, cols]
+    return dataclasses.replace(layer, table=t, gate=gate)
 
 
 def random_inputs(

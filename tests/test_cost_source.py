@@ -45,11 +45,14 @@ def Shape_width(shape: object) -> int:
     return Shape.cast(shape).width
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(7))
 def test_energy_and_footprint_cost_the_generated_memories(seed: int) -> None:
     rng = np.random.default_rng(300 + seed)
     kind = ("dense", "sparse", "two_point", "mixed")[seed % 4]
-    ir = random_ir(rng, kind=kind, layers=1 + seed % 3)
+    # seed 6: context-gated (the PEs' target memories are costed too)
+    gated = seed == 6
+    ir = random_ir(rng, kind=kind, layers=3 if gated else 1 + seed % 3, gate="c" if gated else None)
+    assert ir.gated == gated
     pes = int(rng.choice([1, 2, 3, 4, 8]))
     sched = compile_schedule(ir, pes)
     rtl = rtl_memories(ApicalTop(ir, pes, schedule=sched))
@@ -71,7 +74,7 @@ def test_energy_and_footprint_cost_the_generated_memories(seed: int) -> None:
 
     # Every memory kind's total bits as the schedule states them, as the RTL builds them.
     names = {"weight": "weight_mem", "index": "index_mem", "bias": "bias_mem", "activation": "act_mem",
-             "event_mask": "mask_mem", "table": "table_mem"}
+             "event_mask": "mask_mem", "table": "table_mem", "target": "target_mem"}
     for kind_name, spec in sched.memories().items():
         if kind_name == "accumulator":
             got = sum(d * w for d, w in rtl["acc0"] + rtl["acc1"])

@@ -8,6 +8,8 @@ stream must leave the design able to run inferences again.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from amaranth.hdl import ClockDomain, Module
@@ -210,3 +212,46 @@ def test_zero_activity_costs_no_synaptic_cycles() -> None:
 def test_top_matches_golden_on_random_irs(ir: IR, pes: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     check(ir, pes, random_inputs(rng, ir, 2), seed=seed)
+
+
+def _ungated(ir: IR) -> IR:
+    return dataclasses.replace(ir, layers=tuple(dataclasses.replace(la, gate=None) for la in ir.layers))
+
+
+@pytest.mark.parametrize("pes", [1, 2, 4, 8])
+@pytest.mark.parametrize("gate", ["r", "c"])
+def test_top_context_gated_matches_golden(gate: str, pes: int) -> None:
+    # The gate site first, a gate pass setting fixed bits, then the other site with the
+    # synapses into fixed neurons skipped: every value and counter equals the gated golden model.
+    seed = 100 + pes + (10 if gate == "c" else 0)
+    rng = np.random.default_rng(seed)
+    ir = random_ir(rng, kind="two_point", layers=3, gate=gate)
+    assert ir.gated
+    inputs = random_inputs(rng, ir, 3)
+    gated = check(ir, pes, inputs, seed=seed)
+    ungated = run_golden(_ungated(ir), inputs).total_counts()
+    skipped = [int(ungated["syn_ops"][n]) - c["syn_ops"] for n, c in enumerate(gated)]
+    assert sum(skipped) > 0, skipped  # the draw really skips synapses
+
+
+@pytest.mark.parametrize(("gate", "pes", "max_group", "seed"),
+                         [("r", 4, 1, 301), ("c", 8, 1, 301), ("r", 8, 8, 300), ("c", 4, 8, 300)])
+def test_top_context_gated_synapse_and_group_partitioned(gate: str, pes: int, max_group: int, seed: int) -> None:
+    # Fixed bits reach every PE holding a neuron: all PEs (synapse mode), a group's PEs (groups of G).
+    rng = np.random.default_rng(seed)
+    size = (pes - 1, pes + 1) if max_group == 1 else (pes + 3, pes + 3)
+    ir = random_ir(rng, kind="two_point", layers=2, input_size=(20, 30), hidden_size=size, density=0.9, gate=gate)
+    sched = compile_schedule(ir, pes, max_group=max_group)
+    modes = [(lp.mode, lp.group) for lp in sched.layers if lp.gate is not None]
+    want = "synapse" if max_group == 1 else "neuron"
+    assert any(mo == want and (want == "synapse" or g > 1) for mo, g in modes), modes
+    check(ir, pes, random_inputs(rng, ir, 3), seed=pes, schedule=sched)
+
+
+@pytest.mark.parametrize(("gate", "pes"), [("r", 1), ("c", 2)])
+def test_top_context_gated_events_wait_for_a_long_gate_pass(gate: str, pes: int) -> None:
+    # Many neurons per PE: the gate pass outlasts the other site's scan-to-PE latency, so
+    # the PEs must hold those events until every fixed bit is written (else they count more).
+    rng = np.random.default_rng(500 + pes)
+    ir = random_ir(rng, kind="two_point", layers=2, hidden_size=(16, 24), gate=gate)
+    check(ir, pes, random_inputs(rng, ir, 3), seed=1)

@@ -32,6 +32,7 @@ from apical.sw.ir_random import random_inputs, random_ir
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_sim_checks import _corrupt_weights, _wide_ir  # one copy of the corruption helper
+from test_sim_rtl import ungated
 
 # Shared across runs (ignored by git): fast builds are keyed by content.
 BUILD_ROOT = Path(__file__).resolve().parents[1] / "build" / "sim_build"
@@ -43,6 +44,11 @@ CASES = {
     "two_point-P1": ({"kind": "two_point"}, 1, 15),
     "mixed-P8": ({"kind": "mixed", "layers": 3}, 8, 18),
     "wide-P8": ({"kind": "mixed", "layers": 3, "bits": (9, 16)}, 8, 19),
+    # context gating (test_sim_rtl's cocotb matrix has the other gate at each P)
+    "gated-c-P1": ({"kind": "two_point", "layers": 3, "gate": "c"}, 1, 31),
+    "gated-r-P2": ({"kind": "two_point", "layers": 3, "gate": "r"}, 2, 32),
+    "gated-c-P4": ({"kind": "two_point", "layers": 3, "gate": "c"}, 4, 33),
+    "gated-r-P8": ({"kind": "two_point", "layers": 3, "gate": "r"}, 8, 34),
 }
 
 
@@ -70,12 +76,16 @@ def _assert_bit_exact(ir: IR, inputs: dict[str, np.ndarray], res: SimResult) -> 
     assert s["path"] == "fast" and s["sim_cycles"] >= int(res.cycles.sum())
 
 
-@pytest.mark.parametrize("case", ["dense-P4", "sparse-K3-P2", "two_point-P1", "wide-P8"])
+@pytest.mark.parametrize("case", ["dense-P4", "sparse-K3-P2", "two_point-P1", "wide-P8",
+                                  "gated-c-P1", "gated-r-P2", "gated-c-P4", "gated-r-P8"])
 def test_fast_icarus_bit_exact(tmp_path: Path, case: str) -> None:
     ir, pes, seed = _case(case, tmp_path / "rtl")
     in_w, out_w = port_widths(tmp_path / "rtl" / "apical_top.v")
     assert in_w % 8 == 0 and in_w >= max(t.bits for t in ir.inputs) and out_w >= ir.output.bits
     inputs = random_inputs(np.random.default_rng(seed + 1000), ir, 6, zero_fraction=0.3)
+    if ir.gated:  # the draw really skips synapses
+        assert run_golden(ir, inputs).total_counts()["syn_ops"].sum() < \
+            run_golden(ungated(ir), inputs).total_counts()["syn_ops"].sum()
     res = simulate_fast(ir, inputs, rtl_dir=tmp_path / "rtl", pes=pes, simulator="icarus",
                         build_dir=BUILD_ROOT, seed=seed)
     _assert_bit_exact(ir, inputs, res)
@@ -88,7 +98,7 @@ def test_fast_icarus_bit_exact(tmp_path: Path, case: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["mixed-P8", "wide-P8"])
+@pytest.mark.parametrize("case", ["mixed-P8", "wide-P8", "gated-r-P8", "gated-c-P4"])
 def test_fast_verilator_bit_exact(tmp_path: Path, case: str) -> None:
     ir, pes, seed = _case(case, tmp_path / "rtl")
     inputs = random_inputs(np.random.default_rng(seed + 1000), ir, 40, zero_fraction=0.3)

@@ -7,7 +7,8 @@ compares every output value, the class and every counter with the golden
 model, both in the testbench (first mismatch fails, naming sample, layer and
 neuron) and here on the returned arrays.
 
-The matrix covers dense, sparse fan-in K, two-point and mixed IRs, bit widths
+The matrix covers dense, sparse fan-in K, two-point (also context-gated on
+either site) and mixed IRs, bit widths
 2..16 (inputs narrower than the widest tensor, raw accumulator logits), P in
 {1, 2, 4, 8}, on Icarus; Verilator (20-40 s per build) runs a few
 representative cases, marked slow. ``verilator --lint-only`` checks the
@@ -16,6 +17,7 @@ generated Verilog has no errors.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -48,8 +50,14 @@ CASES = [
     # 9..16-bit tensors with narrower inputs, and raw accumulator logits (no requantisation)
     ("wide-P8", {"kind": "mixed", "layers": 3, "bits": (9, 16)}, 8, 19),
     ("raw-logits-P4", {"kind": "dense", "layers": 3, "bits": (2, 4), "raw_output": 1.0}, 4, 20),
+    # context gating: the gate site first, the other site's synapses into fixed neurons skipped
+    # (the fast path in test_sim_fast covers the other gate at each P)
+    ("gated-r-P1", {"kind": "two_point", "layers": 3, "gate": "r"}, 1, 21),
+    ("gated-c-P2", {"kind": "two_point", "layers": 3, "gate": "c"}, 2, 22),
+    ("gated-r-P4", {"kind": "two_point", "layers": 3, "gate": "r"}, 4, 23),
+    ("gated-c-P8", {"kind": "two_point", "layers": 3, "gate": "c"}, 8, 24),
 ]
-VERILATOR_CASES = ["mixed-P8", "two_point-P4", "wide-P8", "raw-logits-P4"]
+VERILATOR_CASES = ["mixed-P8", "two_point-P4", "wide-P8", "raw-logits-P4", "gated-r-P4", "gated-c-P8"]
 
 
 def make_case(case: str, rtl_dir: Path) -> tuple[IR, int, int]:
@@ -57,6 +65,11 @@ def make_case(case: str, rtl_dir: Path) -> tuple[IR, int, int]:
     ir = random_ir(np.random.default_rng(seed), **kwargs)
     generate_rtl(ir, pes, rtl_dir)
     return ir, pes, seed
+
+
+def ungated(ir: IR) -> IR:
+    """``ir`` without context gating (the same outputs, more counted actions)."""
+    return dataclasses.replace(ir, layers=tuple(dataclasses.replace(la, gate=None) for la in ir.layers))
 
 
 def describe(ir: IR, pes: int) -> str:
@@ -88,6 +101,8 @@ def run_case(
     ir, pes, seed = make_case(case, tmp_path / "rtl")
     inputs = random_inputs(np.random.default_rng(seed + 1000), ir, n, zero_fraction=0.3)
     golden = run_golden(ir, inputs)
+    if ir.gated:  # the draw really skips synapses
+        assert golden.total_counts()["syn_ops"].sum() < run_golden(ungated(ir), inputs).total_counts()["syn_ops"].sum()
     res = simulate(
         ir,
         inputs,
@@ -200,6 +215,22 @@ def test_random_wide_irs_bit_exact_verilator(
 ) -> None:
     """The same property on Verilator, biased to wide tensors (each example is a C++ build)."""
     _property_case(tmp_path_factory, ir, pes, seed, "verilator")
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=4,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(ir=st.sampled_from(["r", "c"]).flatmap(lambda g: ir_strategy(kind="two_point", layers=2, gate=g)),
+       pes=st.sampled_from([1, 2, 4, 8]), seed=st.integers(0, 2**16))
+def test_random_gated_irs_bit_exact(tmp_path_factory: pytest.TempPathFactory, ir: IR, pes: int, seed: int) -> None:
+    """Property: context-gated random IRs at any P are bit-exact, counters (the skips) included."""
+    _property_case(tmp_path_factory, ir, pes, seed, "icarus")
 
 
 def _property_case(tmp_path_factory: pytest.TempPathFactory, ir: IR, pes: int, seed: int, simulator: str) -> None:
