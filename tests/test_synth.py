@@ -128,7 +128,8 @@ def test_synth_records_ecp5_timing(tmp_path: Path) -> None:
     assert t["device"] == "LFE5U-85F-6 CABGA381" and t["target_mhz"] == 50.0
     assert 10.0 < t["fmax_mhz"] < 1000.0 and t["target_met"] == (t["fmax_mhz"] >= 50.0)
     cp = t["critical_path"]
-    assert cp["start"] and cp["end"] and 0 < cp["delay_ns"] <= 1000.0 / t["fmax_mhz"] + 1e-6
+    # the worst path sets Fmax (nextpnr rounds both figures; clock skew may add a little)
+    assert cp["start"] and cp["end"] and 0 < cp["delay_ns"] <= 1.05 * 1000.0 / t["fmax_mhz"]
     assert t["utilization"] and all(v["used"] > 0 for v in t["utilization"].values())
     assert json.loads((run / "synth.json").read_text())["timing"] == t
 
