@@ -34,7 +34,6 @@ pinned torch.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 from pathlib import Path
 from typing import Any
@@ -117,10 +116,6 @@ class IRMirror(nn.Module):
         return tensors[self.ir.layers[-1].name]
 
 
-def _ungated(ir: IR) -> IR:
-    return dataclasses.replace(ir, layers=tuple(dataclasses.replace(layer, gate=None) for layer in ir.layers))
-
-
 def _exact_width(ir: IR) -> None:
     for layer in ir.layers:
         for key, site in layer.sites.items():
@@ -159,7 +154,7 @@ def neurobench_crosscheck(ir: IR, inputs: dict[str, np.ndarray], *, batch_size: 
     """
     require_neurobench("neurobench cross-check")
     _exact_width(ir)
-    plain = _ungated(ir)
+    plain = ir.ungated()
     golden = run_golden(plain, inputs)
     mine = neurobench_metrics(plain, golden, compile_schedule(plain, 1), inputs=inputs)
     n = int(golden.classes.shape[0])

@@ -253,8 +253,12 @@ class IR:
 
     @property
     def gated(self) -> bool:
-        """True when any layer uses context gating (the RTL does not implement it yet)."""
+        """True when any layer uses context gating."""
         return any(layer.gate is not None for layer in self.layers)
+
+    def ungated(self) -> IR:
+        """This IR without context gating: the same outputs, every synapse counted."""
+        return dataclasses.replace(self, layers=tuple(dataclasses.replace(la, gate=None) for la in self.layers))
 
 
 # --------------------------------------------------------------------------- validation

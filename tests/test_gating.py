@@ -17,26 +17,7 @@ from apical.sw.ir_random import random_inputs, random_ir
 
 def _gateable(rng: np.random.Generator, gate: str) -> IR:
     """A random two-point IR whose tables fix the output on a random part of the ``gate`` site's values."""
-    ir = random_ir(rng, kind="two_point", layers=3, hidden_size=(3, 9), input_size=(4, 12))
-    layers = []
-    for layer in ir.layers:
-        if layer.kind == "two_point":
-            t = layer.table.copy()
-            if gate == "r":
-                rows = rng.random(t.shape[0]) < 0.5
-                t[rows, :] = t[rows, :1]
-            else:
-                cols = rng.random(t.shape[1]) < 0.5
-                t[:, cols] = t[:1, cols]
-            layer = dataclasses.replace(layer, table=t, gate=gate)
-        layers.append(layer)
-    out = dataclasses.replace(ir, layers=tuple(layers))
-    validate_ir(out)
-    return out
-
-
-def _ungated(ir: IR) -> IR:
-    return dataclasses.replace(ir, layers=tuple(dataclasses.replace(la, gate=None) for la in ir.layers))
+    return random_ir(rng, kind="two_point", layers=3, hidden_size=(3, 9), input_size=(4, 12), gate=gate)
 
 
 def _reference_skipped(ir: IR, gold, inputs: dict[str, np.ndarray], name: str) -> np.ndarray:
@@ -64,7 +45,7 @@ def test_gating_changes_counts_only(gate: str, seed: int) -> None:
     ir = _gateable(rng, gate)
     inputs = random_inputs(rng, ir, 20)
     g = run_golden(ir, inputs)
-    u = run_golden(_ungated(ir), inputs)
+    u = run_golden(ir.ungated(), inputs)
     for name in u.outputs:
         assert np.array_equal(g.outputs[name], u.outputs[name]), name
     assert np.array_equal(g.classes, u.classes)
@@ -112,7 +93,7 @@ def test_gate_round_trips_and_is_validated(tmp_path: Path) -> None:
     save_ir(ir, tmp_path / "ir")
     back = load_ir(tmp_path / "ir")
     assert [la.gate for la in back.layers] == [la.gate for la in ir.layers] and back.gated
-    assert not _ungated(ir).gated
+    assert not ir.ungated().gated
     bad = dataclasses.replace(ir, layers=(dataclasses.replace(ir.layers[0], gate="z"), *ir.layers[1:]))
     with pytest.raises(ApicalError, match=rf"{ir.layers[0].name}.*gate"):
         validate_ir(bad)

@@ -8,8 +8,6 @@ stream must leave the design able to run inferences again.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 from amaranth.hdl import ClockDomain, Module
@@ -214,10 +212,6 @@ def test_top_matches_golden_on_random_irs(ir: IR, pes: int, seed: int) -> None:
     check(ir, pes, random_inputs(rng, ir, 2), seed=seed)
 
 
-def _ungated(ir: IR) -> IR:
-    return dataclasses.replace(ir, layers=tuple(dataclasses.replace(la, gate=None) for la in ir.layers))
-
-
 @pytest.mark.parametrize("pes", [1, 2, 4, 8])
 @pytest.mark.parametrize("gate", ["r", "c"])
 def test_top_context_gated_matches_golden(gate: str, pes: int) -> None:
@@ -229,7 +223,7 @@ def test_top_context_gated_matches_golden(gate: str, pes: int) -> None:
     assert ir.gated
     inputs = random_inputs(rng, ir, 3)
     gated = check(ir, pes, inputs, seed=seed)
-    ungated = run_golden(_ungated(ir), inputs).total_counts()
+    ungated = run_golden(ir.ungated(), inputs).total_counts()
     skipped = [int(ungated["syn_ops"][n]) - c["syn_ops"] for n, c in enumerate(gated)]
     assert sum(skipped) > 0, skipped  # the draw really skips synapses
 

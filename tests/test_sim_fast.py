@@ -32,7 +32,6 @@ from apical.sw.ir_random import random_inputs, random_ir
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_sim_checks import _corrupt_weights, _wide_ir  # one copy of the corruption helper
-from test_sim_rtl import ungated
 
 # Shared across runs (ignored by git): fast builds are keyed by content.
 BUILD_ROOT = Path(__file__).resolve().parents[1] / "build" / "sim_build"
@@ -85,7 +84,7 @@ def test_fast_icarus_bit_exact(tmp_path: Path, case: str) -> None:
     inputs = random_inputs(np.random.default_rng(seed + 1000), ir, 6, zero_fraction=0.3)
     if ir.gated:  # the draw really skips synapses
         assert run_golden(ir, inputs).total_counts()["syn_ops"].sum() < \
-            run_golden(ungated(ir), inputs).total_counts()["syn_ops"].sum()
+            run_golden(ir.ungated(), inputs).total_counts()["syn_ops"].sum()
     res = simulate_fast(ir, inputs, rtl_dir=tmp_path / "rtl", pes=pes, simulator="icarus",
                         build_dir=BUILD_ROOT, seed=seed)
     _assert_bit_exact(ir, inputs, res)

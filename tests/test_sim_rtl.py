@@ -17,7 +17,6 @@ generated Verilog has no errors.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -67,11 +66,6 @@ def make_case(case: str, rtl_dir: Path) -> tuple[IR, int, int]:
     return ir, pes, seed
 
 
-def ungated(ir: IR) -> IR:
-    """``ir`` without context gating (the same outputs, more counted actions)."""
-    return dataclasses.replace(ir, layers=tuple(dataclasses.replace(la, gate=None) for la in ir.layers))
-
-
 def describe(ir: IR, pes: int) -> str:
     """One line naming an IR's shape, for failure reports of generated cases."""
     ins = ", ".join(f"{t.name}[{t.size}]x{t.bits}{'s' if t.signed else 'u'}" for t in ir.inputs)
@@ -102,7 +96,7 @@ def run_case(
     inputs = random_inputs(np.random.default_rng(seed + 1000), ir, n, zero_fraction=0.3)
     golden = run_golden(ir, inputs)
     if ir.gated:  # the draw really skips synapses
-        assert golden.total_counts()["syn_ops"].sum() < run_golden(ungated(ir), inputs).total_counts()["syn_ops"].sum()
+        assert golden.total_counts()["syn_ops"].sum() < run_golden(ir.ungated(), inputs).total_counts()["syn_ops"].sum()
     res = simulate(
         ir,
         inputs,
