@@ -41,7 +41,8 @@ from apical.sw.atomic import atomic_write_bytes, atomic_write_json, read_json_ob
 from apical.sw.config import Config, ModelKind, config_hash, config_to_dict, parse_config
 from apical.sw.errors import ApicalError
 
-__all__ = ["ACC_TOLERANCE", "DEFAULT_SEEDS", "Variant", "compare", "golden_figures", "load_variant", "variants_of"]
+__all__ = ["ACC_TOLERANCE", "DEFAULT_SEEDS", "Variant", "compare", "golden_figures", "load_variant", "train_measured",
+           "variants_of"]
 
 DEFAULT_SEEDS = 5
 ACC_TOLERANCE = 0.005  # "equal accuracy": a mean within half a point of the baseline's
@@ -116,12 +117,16 @@ def golden_figures(model: Any, cfg: Config, split: Any, ir: Any, table: Any) -> 
     }
 
 
-def _run_one(cfg: Config) -> dict[str, Any]:
-    """Train ``cfg`` and measure it with the golden model on validation and test.
+def train_measured(
+    cfg: Config, *, check: Callable[[Any], None] | None = None, gated: bool = False
+) -> tuple[Any, dict[str, Any], Any, dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """Train ``cfg``, export it and measure it with the golden model on validation and test.
 
-    A two-point net exported without context gating is also measured with it
-    (``gated``): the same trained model, the same outputs (exact by
-    construction), fewer counted synaptic ops.
+    Returns ``(model, facts, ir, val, test, gated_figures)``. ``check(ir)`` runs
+    on the exported IR before it is measured (e.g. a fit check that raises).
+    With ``gated``, a two-point net exported without context gating is also
+    measured with it: the same trained model, the same outputs (exact by
+    construction), fewer counted synaptic ops (None when nothing is gated).
     """
     import torch
 
@@ -130,25 +135,35 @@ def _run_one(cfg: Config) -> dict[str, Any]:
     from apical.sw.export import export_ir
     from apical.sw.train import _torch_settings, train_model
 
-    t0 = time.perf_counter()
     table = load_energy_table(cfg.energy.table)
     with _torch_settings(cfg.train.threads), torch.no_grad():
         ds = load_dataset(cfg)
         with torch.enable_grad():
             model, facts, _ = train_model(cfg, ds, progress=False, train_curve=False)
         ir = export_ir(model, cfg)
+        if check is not None:
+            check(ir)
         val = golden_figures(model, cfg, ds.val, ir, table)
         test = golden_figures(model, cfg, ds.test, ir, table)
-        gated = None
-        if cfg.model.kind is ModelKind.TWO_POINT and not cfg.hardware.context_gating:
+        figures = None
+        if gated and cfg.model.kind is ModelKind.TWO_POINT and not cfg.hardware.context_gating:
             gcfg = cfg.replace(hardware=dataclasses.replace(cfg.hardware, context_gating=True))
             gir = export_ir(model, gcfg)
             if gir.gated:
                 gv = golden_figures(model, gcfg, ds.val, gir, table)
                 gt = golden_figures(model, gcfg, ds.test, gir, table)
-                gated = {"val_syn_ops": gv["syn_ops"], "syn_ops": gt["syn_ops"], "energy_uJ": gt["energy_uJ"],
-                         "syn_ops_per_layer": gt["syn_ops_per_layer"], "val_acc": gv["acc"], "test_acc": gt["acc"],
-                         "gates": {la.name: la.gate for la in gir.layers if la.kind == "two_point"}}
+                figures = {"val_syn_ops": gv["syn_ops"], "syn_ops": gt["syn_ops"], "energy_uJ": gt["energy_uJ"],
+                           "syn_ops_per_layer": gt["syn_ops_per_layer"], "val_acc": gv["acc"],
+                           "test_acc": gt["acc"],
+                           "gates": {la.name: la.gate for la in gir.layers if la.kind == "two_point"}}
+    return model, facts, ir, val, test, figures
+
+
+def _run_one(cfg: Config) -> dict[str, Any]:
+    """Train ``cfg`` and measure it with the golden model on validation and test, with and
+    without context gating (`train_measured`)."""
+    t0 = time.perf_counter()
+    _, facts, ir, val, test, gated = train_measured(cfg, gated=True)
     return {
         "seed": cfg.seed,
         "config_hash": config_hash(cfg),

@@ -11,7 +11,7 @@ trials are kept, ``trials`` is the total wanted.
 Each trial derives a config from the base one (`Config.replace`, validated
 like a file), trains it for the space's short budget, exports the integer
 model, counts with the golden model on the validation and test splits
-(`apical.flows.compare.golden_figures`: accuracy, synaptic ops, energy from the
+(`apical.flows.compare.train_measured` and `golden_figures`: accuracy, synaptic ops, energy from the
 config's table), takes the latency from the schedule (the cycle lower bound,
 `Schedule.cycle_lower_bound`, on the validation counts) and the resources from
 `apical.flows.estimate` (no RTL, no simulation, no yosys). Hard constraints
@@ -308,27 +308,16 @@ def measure_design(cfg: Config) -> dict[str, Any]:
     Raises `ApicalError` for a design that cannot be built (e.g. its datapath does not fit).
     """
     import numpy as np
-    import torch
 
-    from apical.flows.compare import golden_figures
-    from apical.flows.energy import load_energy_table
+    from apical.flows.compare import train_measured
     from apical.flows.estimate import estimate_resources
     from apical.hw.fit import check_fit
     from apical.hw.schedule import compile_schedule
-    from apical.sw.data import load_dataset
-    from apical.sw.export import export_ir
-    from apical.sw.train import _torch_settings, train_model
 
     t0 = time.perf_counter()
-    table = load_energy_table(cfg.energy.table)
-    with _torch_settings(cfg.train.threads), torch.no_grad():
-        ds = load_dataset(cfg)
-        with torch.enable_grad():
-            model, facts, _ = train_model(cfg, ds, progress=False, train_curve=False)
-        ir = export_ir(model, cfg)
-        check_fit(ir, cfg.hardware.pes, max_weight_depth=cfg.hardware.max_weight_depth)
-        val = golden_figures(model, cfg, ds.val, ir, table)
-        test = golden_figures(model, cfg, ds.test, ir, table)
+    _, facts, ir, val, test, _ = train_measured(
+        cfg, check=lambda ir: check_fit(ir, cfg.hardware.pes, max_weight_depth=cfg.hardware.max_weight_depth)
+    )
     sched = compile_schedule(ir, cfg.hardware.pes)
     # Latency: the schedule's bound (ceil(syn ops / P) per layer) on the mean validation counts.
     per_layer = {
@@ -558,6 +547,15 @@ def _default_figures(base: Config, out_dir: Path, part: str | None) -> dict[str,
     return {"name": base.name, "config_hash": h, "_cfg": cfg}
 
 
+def _default_result(base: Config, config_hash: str, r: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """The base config's own figures from its Ray task, written to ``default.json``; its failure is fatal."""
+    if not r.get("ok"):
+        raise ApicalError(f"{base.origin}: the base config itself failed: {r['error']}")
+    dflt = {"name": base.name, "config_hash": config_hash, **{k: v for k, v in r.items() if k != "ok"}}
+    atomic_write_json(out_dir / "default.json", dflt)
+    return dflt
+
+
 def explore(
     base: Config,
     out_dir: Path,
@@ -669,15 +667,7 @@ def explore(
             ready, _ = ray.wait(refs, num_returns=1)
             ref = ready[0]
             if ref is dflt_ref:
-                r = ray.get(ref)
-                if not r.get("ok"):
-                    raise ApicalError(f"{base.origin}: the base config itself failed: {r['error']}")
-                dflt = {
-                    "name": base.name,
-                    "config_hash": dflt["config_hash"],
-                    **{k: v for k, v in r.items() if k != "ok"},
-                }
-                atomic_write_json(out_dir / "default.json", dflt)
+                dflt = _default_result(base, dflt["config_hash"], ray.get(ref), out_dir)
                 dflt_ref = None
                 report("default")
                 continue
@@ -697,15 +687,7 @@ def explore(
                 study.tell(trial, [r[n] for n, _ in OBJECTIVES])
             report("trial")
         if dflt_ref is not None:
-            r = ray.get(dflt_ref)
-            if not r.get("ok"):
-                raise ApicalError(f"{base.origin}: the base config itself failed: {r['error']}")
-            dflt = {
-                "name": base.name,
-                "config_hash": dflt["config_hash"],
-                **{k: v for k, v in r.items() if k != "ok"},
-            }
-            atomic_write_json(out_dir / "default.json", dflt)
+            dflt = _default_result(base, dflt["config_hash"], ray.get(dflt_ref), out_dir)
         search_s = time.perf_counter() - t_start
 
         rows = _rows(study)
