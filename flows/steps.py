@@ -83,7 +83,8 @@ def step_rtl(cfg: Config, run_dir: Path) -> dict[str, Any]:
     _require(run_dir, "ir/model.yaml", hint="export")
     ir = load_ir(run_dir / "ir")
     summary = generate_rtl(
-        ir, cfg.hardware.pes, run_dir / "rtl", max_weight_depth=cfg.hardware.max_weight_depth
+        ir, cfg.hardware.pes, run_dir / "rtl", max_weight_depth=cfg.hardware.max_weight_depth,
+        memory_init=cfg.hardware.memory_init,
     )
     atomic_write_json(run_dir / "rtl.json", summary)
     return summary

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from apical.flows.parts import part_capacity
+from apical.hw.memfiles import stage_init_files
 from apical.sw.atomic import atomic_write_json
 from apical.sw.config import Config
 from apical.sw.errors import ApicalError
@@ -158,6 +159,7 @@ def synthesize(
     for i, f in enumerate(files):
         name = f"src{i}_{f.name}"
         shutil.copyfile(f, build / name)
+        stage_init_files(f, build)  # its $readmemh files, by the names it reads them
         names.append(name)
     reads = "\n".join(f"read_verilog -sv {n}" for n in names)
     script = (
@@ -239,6 +241,7 @@ def ecp5_timing(
     build = Path(build_dir)
     build.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(verilog, build / "top.v")
+    stage_init_files(verilog, build)
     (build / "ecp5.ys").write_text(f"read_verilog -sv top.v\nsynth_ecp5 -top {top} -json top.json\n")
     for stale in ("top.json", "timing.json", "nextpnr.log"):
         (build / stale).unlink(missing_ok=True)
@@ -289,7 +292,8 @@ def synth_run(cfg: Config, run_dir: Path, *, part: str | None = None, enforce: b
         from apical.sw.ir import load_ir
 
         generate_rtl(
-            load_ir(run_dir / "ir"), cfg.hardware.pes, run_dir / "rtl", max_weight_depth=cfg.hardware.max_weight_depth
+            load_ir(run_dir / "ir"), cfg.hardware.pes, run_dir / "rtl", max_weight_depth=cfg.hardware.max_weight_depth,
+            memory_init=cfg.hardware.memory_init,
         )
         if not verilog.is_file():
             raise ApicalError(f"{verilog}: generate_rtl did not write the top-level Verilog")

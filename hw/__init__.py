@@ -6,5 +6,6 @@ Reads the IR (`apical.sw.ir`, numpy only); never imports torch or brevitas.
 - `fit`: `check_fit(ir, pes, max_weight_depth=...)` rejects IRs the datapath cannot hold;
 - `layouts`: named layouts of events and memory entries;
 - `requant`, `pe`, `scanner`, `finaliser`: the blocks; `top`: `ApicalTop`, the AXI4-Stream top;
-- `generate`: `generate_rtl(ir, pes, out_dir)` writes ``apical_top.v`` and returns the rtl.json summary.
+- `generate`: `generate_rtl(ir, pes, out_dir)` writes ``apical_top.v`` (and, for large nets, its
+  memory init files; `memfiles` stages them) and returns the rtl.json summary.
 """

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from apical.hw.memfiles import stage_init_files
 from apical.sim.counters import COUNTER_BITS, HW_COUNTERS, Mismatch
 from apical.sim.runner import (
     SIMULATORS,
@@ -235,6 +236,7 @@ def simulate_fast(
     in_w, out_w = port_widths(rtl_dir / f"{TOPLEVEL}.v")
     bdir = exe.parent
     tdir = Path(tempfile.mkdtemp(dir=bdir, prefix="run-"))
+    stage_init_files(rtl_dir / f"{TOPLEVEL}.v", tdir)  # $readmemh names resolve in the run folder
     stim, out = tdir / "stimulus.txt", tdir / "results.txt"
     atomic_write_text(stim, _stimulus(ir, inputs, in_w))
     # Relative to the run folder (the simulator's cwd): names stay short for the harness.

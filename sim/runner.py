@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from apical.hw.memfiles import stage_init_files
 from apical.sim.counters import HW_COUNTERS, Mismatch, compare_results
 from apical.sw.atomic import atomic_write, atomic_write_json
 from apical.sw.config import Config
@@ -271,6 +272,7 @@ def simulate(
     # A fresh folder per call for the job, results and log: calls sharing one
     # build never see each other's files.
     tdir = Path(tempfile.mkdtemp(dir=bdir, prefix="run-"))
+    stage_init_files(sources[0], tdir)  # $readmemh names resolve in the simulator's working folder
     job_path = _write_job(
         ir, inputs, golden, ids, tdir,
         backpressure=backpressure, stop_on_mismatch=stop_on_mismatch, seed=seed,
@@ -503,7 +505,8 @@ def sim_run(
     if not (rtl_dir / f"{TOPLEVEL}.v").is_file():
         from apical.hw.generate import generate_rtl  # hw only when the rtl step has not run
 
-        generate_rtl(ir, pes, rtl_dir, max_weight_depth=cfg.hardware.max_weight_depth)
+        generate_rtl(ir, pes, rtl_dir, max_weight_depth=cfg.hardware.max_weight_depth,
+                     memory_init=cfg.hardware.memory_init)
     _rtl_pes(run_dir, pes)
     golden = run_golden(ir, inputs)
     if path == "fast":

@@ -322,10 +322,12 @@ class HardwareConfig(_Section):
     # `apical synth`: also place and route for this device (nextpnr-ecp5, out of context) and
     # record Fmax and the worst path in synth.json; none: resources only
     timing: str = spec("none", choices=("none", "lfe5u-85f-6"))
-    # Export two-point layers with context gating (`apical.sw.ir`): the golden model skips and
-    # does not count synapses the modulation table makes irrelevant. The RTL does not implement
-    # it yet, so `apical rtl`/`sim` refuse a gated IR; off by default.
+    # Export two-point layers with context gating (`apical.sw.ir`): the golden model and the RTL
+    # skip, and do not count, synapses the modulation table makes irrelevant; off by default.
     context_gating: bool = False
+    # Memory contents in the Verilog: inline initial blocks, $readmemh files next to it, or
+    # files once the initial values pass 1 MB (`apical.hw.generate`)
+    memory_init: str = spec("auto", choices=("auto", "inline", "files"))
 
     def check(self) -> None:
         if self.waves and self.sim_path == "fast":

@@ -54,6 +54,7 @@ def leaf_fields(obj: Any = None, prefix: str = "") -> list[str]:
 _SPECIAL: dict[str, Any] = {
     "hardware.simulator": "verilator",
     "hardware.timing": "lfe5u-85f-6",
+    "hardware.memory_init": "files",
     "hardware.pes": 4,
     "data.val_fraction": 0.2,
     "data.test_fraction": 0.25,
