@@ -99,6 +99,19 @@ EXPLORE_DESIGNS = {
         "kind": "sparse_modular", "fan_in": 4, "modules": 4, "granules": 64,
         "weight_bits": 4, "act_bits": 3, "activity_penalty": 0.0, "pes": 16,
     },
+    "x_sm4x64_p4_k8_w5a3": {
+        "kind": "sparse_modular", "fan_in": 8, "modules": 4, "granules": 64,
+        "weight_bits": 5, "act_bits": 3, "activity_penalty": 0.0, "pes": 4,
+    },
+    "x_tp64_p4_w5a4s4": {
+        "kind": "two_point", "hidden": "64", "modulation": "coop", "site_bits": 4,
+        "context_fan_in": 16, "weight_bits": 5, "act_bits": 4, "activity_penalty": 0.001,
+        "pes": 4,
+    },
+    "x_sm2x32_p8_k4_w4a4": {
+        "kind": "sparse_modular", "fan_in": 4, "modules": 2, "granules": 32,
+        "weight_bits": 4, "act_bits": 4, "activity_penalty": 0.0, "pes": 8,
+    },
     "x_pt32x16_p4_w5a4": {
         "kind": "point", "hidden": "32x16", "weight_bits": 5, "act_bits": 4,
         "activity_penalty": 0.0, "pes": 4,
