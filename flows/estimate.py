@@ -10,8 +10,11 @@ issue slots) and the IR's layer kinds:
   how yosys maps each memory (block RAM only for registered-read ROMs large
   enough that its cost model prefers a RAMB18E2/RAMB36E2 over LUT logic) and
   which multipliers it packs into DSPs;
-* LUT and FF are a linear model in a handful of schedule features whose
-  coefficients are fitted (least squares) to yosys runs of small designs.
+* LUT and FF are summed over the components yosys keeps as modules (each PE
+  with its event queues, each finaliser, the rest), each component a linear
+  model in a few facts of its own, the ROMs left to logic priced by their
+  contents (`rom_nodes`); the coefficients are fitted (least squares) to the
+  per-module counts of yosys runs of small designs.
 
 The calibration table (``data/estimate_calibration.json``) is written by
 ``bench/calibrate_estimate.py``; `calibration_errors()` reports the model's
@@ -203,9 +206,10 @@ def _component_features(sched: Schedule) -> dict[str, Any]:
 # registered-read ROM: 600, 855, 917, 918, 925, 933 x 9 bits stay logic; 940, 970, 1000,
 # 1024, 1025, 1242 x 9, 485 x 18, 300 x 30 and 256 x 33 take one RAMB18E2) put the
 # boundary between 8397 and 8448 bits: block RAM wins once ``bits / 64 >= cost + 3``
-# (the 3 is that measured margin, taken as one per mapping).
+# (the 3 is that measured margin, taken as one per mapping). 1042, 1100 and 1276 x 11
+# also take one RAMB18E2 (a slice of the word through each port of the block), and
+# 1042 x 17, 1600 x 12, 1900 x 10 one RAMB36E2.
 _ROMS = ("weight", "index", "event_mask", "table")  # registered reads: block RAM candidates
-_COMB_ROMS = ("bias", "requant")  # combinational reads: always logic
 _LOGIC_COST_ROM = 1 / 64
 _BRAM_MARGIN = 3  # measured (see above)
 # (kind, cost, address bits, port widths, true-dual-port widths) of each block-RAM mode
@@ -241,7 +245,9 @@ def _bram_choice(width: int, depth: int) -> tuple[str, int, float] | None:
             for wb in tdp:
                 if wb > wa or wa + wb < width or depth > cap // _data_bits(wa):
                     continue
-                if depth * (_data_bits(wa) + _data_bits(wb)) <= cap and (best is None or cost < best[2]):
+                if depth * (_data_bits(wa) + _data_bits(wb)) <= cap and (
+                    best is None or cost < best[2]
+                ):
                     best = (kind, 1, cost)
     return best
 
@@ -252,23 +258,6 @@ def rom_in_bram(width: int, depth: int) -> tuple[str, int] | None:
     if choice is None or choice[2] + _BRAM_MARGIN > width * depth * _LOGIC_COST_ROM:
         return None
     return choice[0], choice[1]
-
-
-def _split(f: dict[str, Any]) -> tuple[float, float]:
-    """(RAMB36E2 equivalents, LUT6 of the ROMs left to logic) of a design's memories."""
-    bram, rom_lut6 = 0.0, 0.0
-    live = f.get("rom_live_bits", {})
-    for name, m in f["memories"].items():
-        if name not in _ROMS and name not in _COMB_ROMS:
-            continue
-        widths = live.get(name, [m["width"]] * len(m["depths"]))
-        for d, w in zip(m["depths"], widths, strict=True):
-            choice = rom_in_bram(w, d) if name in _ROMS and w else None
-            if choice is None:
-                rom_lut6 += w * math.ceil(d / 64)
-            else:
-                bram += choice[1] / 2 if choice[0] == "ramb18e2" else choice[1]
-    return bram, rom_lut6
 
 
 # The LUT/FF model, per component: yosys keeps the hierarchy, so the calibration runs record
@@ -322,8 +311,18 @@ def _dsp(f: dict[str, Any]) -> int:
 
 
 def _bram(f: dict[str, Any]) -> float:
-    """RAMB36E2 equivalents (a RAMB18E2 is a half)."""
-    return _split(f)[0]
+    """RAMB36E2 equivalents (a RAMB18E2 is a half) of the registered-read ROMs yosys puts in block RAM."""
+    bram = 0.0
+    live = f.get("rom_live_bits", {})
+    for name in _ROMS:
+        m = f["memories"].get(name)
+        if m is None:
+            continue
+        for d, w in zip(m["depths"], live.get(name, [m["width"]] * len(m["depths"])), strict=True):
+            choice = rom_in_bram(w, d) if w else None
+            if choice is not None:
+                bram += choice[1] / 2 if choice[0] == "ramb18e2" else choice[1]
+    return bram
 
 
 _FIT: dict[str, Any] = {}
