@@ -185,9 +185,13 @@ def _component_features(sched: Schedule) -> dict[str, Any]:
         pe.append({"acc_depth": sched.acc_depth, "rom": rom})
         bias = _pack(list(im.bias) or [(0, 0)], b_widths)
         fin.append({"table": table, "bias": rom_nodes(bias, sum(b_widths)), "sites": sites})
+    groups = {lp.group for lp in sched.layers if lp.mode == "neuron"} or {1}
     rest = {
         "pes": sched.pes,
         "mask": _logic_rom_nodes(list(sched.mask), sched.pes),
+        # neuron layers shared by groups of G PEs: the top sums each group's partial
+        # accumulators (P x max G: the widest adder trees' inputs)
+        "group_inputs": sched.pes * max(groups),
     }
     return {"pe": pe, "fin": fin, "rest": rest}
 
@@ -269,8 +273,9 @@ _REGRESSORS: dict[str, tuple[str, ...]] = {
     "pe": ("acc_depth", "rom"),
     # a finaliser: its modulation table (when in logic), its bias ROM, one requantiser per site
     "fin": ("table", "bias", "sites"),
-    # the top's glue (adder trees, activation memory), scanner (event-mask ROM), output, counters
-    "rest": ("pes", "mask"),
+    # the top's glue (group adder trees, activation memory), scanner (event-mask ROM), output,
+    # counters
+    "rest": ("pes", "mask", "group_inputs"),
 }
 
 
