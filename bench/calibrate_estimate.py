@@ -1,10 +1,13 @@
 """Calibration data for the resource estimator (`apical.flows.estimate`): yosys on small designs.
 
 Each design is a config derived from the shipped default (1 training epoch:
-the weights' values matter little to the resources, their count and widths
-do), exported, scheduled, turned into Verilog and synthesised with yosys
+the resources follow the synapse counts, widths and ROM contents, and a
+short-trained network's stand in for a trained one's), or a point of the shipped explore space as `apical explore` derives it,
+exported, scheduled, turned into Verilog and synthesised with yosys
 ``synth_xilinx -family xcup`` (`apical.flows.synth.synthesize`). One row per
-design: the schedule's features the estimator reads and the yosys counts.
+design: the schedule's features the estimator reads, the yosys counts of the
+whole design and of each module (yosys keeps the hierarchy: the estimator
+fits each component on its own modules).
 The table is written to ``flows/data/estimate_calibration.json`` (package
 data); rerun this script after a change to the RTL generator, then refit.
 
