@@ -1,10 +1,11 @@
 """Resource estimate of a design from its schedule: LUT, FF, DSP48E2, block RAM, without yosys.
 
 `estimate_resources(ir, schedule)` predicts what ``synth_xilinx -family xcup``
-(`apical.flows.synth`) reports for the generated RTL, in a fraction of a
-millisecond, so a design search can price every trial. It reads only the
-schedule (`apical.hw.schedule.Schedule`: its `memories()`, widths, P and
-issue slots) and the IR's layer kinds:
+(`apical.flows.synth`) reports for the generated RTL, in tens of
+milliseconds (yosys takes minutes), so a design search can price every trial.
+It reads only the schedule (`apical.hw.schedule.Schedule`: its `memories()`,
+ROM contents, widths, P, issue slots and neuron groups) and the IR's layer
+kinds:
 
 * DSP48E2 and block RAM are counted per component, from rules derived from
   how yosys maps each memory (block RAM only for registered-read ROMs large
