@@ -1,10 +1,13 @@
 """Calibration data for the resource estimator (`apical.flows.estimate`): yosys on small designs.
 
 Each design is a config derived from the shipped default (1 training epoch:
-the weights' values matter little to the resources, their count and widths
-do), exported, scheduled, turned into Verilog and synthesised with yosys
+the resources follow the synapse counts, widths and ROM contents, and a
+short-trained network's stand in for a trained one's), or a point of the shipped explore space as `apical explore` derives it,
+exported, scheduled, turned into Verilog and synthesised with yosys
 ``synth_xilinx -family xcup`` (`apical.flows.synth.synthesize`). One row per
-design: the schedule's features the estimator reads and the yosys counts.
+design: the schedule's features the estimator reads, the yosys counts of the
+whole design and of each module (yosys keeps the hierarchy: the estimator
+fits each component on its own modules).
 The table is written to ``flows/data/estimate_calibration.json`` (package
 data); rerun this script after a change to the RTL generator, then refit.
 
@@ -64,10 +67,132 @@ DESIGNS = {
 }
 
 
+# Points of the shipped explore space (`flows/data/explore_space.yaml`), as `apical explore`
+# draws them (`apical.flows.explore.derive_config`), trained for one epoch.
+EXPLORE_DESIGNS = {
+    "x_tp48_p16_w5a3s3_cf8": {
+        "kind": "two_point",
+        "hidden": "48",
+        "modulation": "coop",
+        "site_bits": 3,
+        "context_fan_in": 8,
+        "weight_bits": 5,
+        "act_bits": 3,
+        "activity_penalty": 0.0,
+        "pes": 16,
+    },
+    "x_pt64_p16_w3a3": {
+        "kind": "point",
+        "hidden": "64",
+        "weight_bits": 3,
+        "act_bits": 3,
+        "activity_penalty": 0.001,
+        "pes": 16,
+    },
+    "x_tp32x16_p8_w5a4s3_cf16": {
+        "kind": "two_point",
+        "hidden": "32x16",
+        "modulation": "additive",
+        "site_bits": 3,
+        "context_fan_in": 16,
+        "weight_bits": 5,
+        "act_bits": 4,
+        "activity_penalty": 0.0,
+        "pes": 8,
+    },
+    "x_sm2x64_p4_k8_w3a4": {
+        "kind": "sparse_modular",
+        "fan_in": 8,
+        "modules": 2,
+        "granules": 64,
+        "weight_bits": 3,
+        "act_bits": 4,
+        "activity_penalty": 0.0,
+        "pes": 4,
+    },
+    "x_tp16_p16_w4a4s4": {
+        "kind": "two_point",
+        "hidden": "16",
+        "modulation": "kay",
+        "site_bits": 4,
+        "context_fan_in": 0,
+        "weight_bits": 4,
+        "act_bits": 4,
+        "activity_penalty": 0.01,
+        "pes": 16,
+    },
+    "x_tp64_p8_w3a3s3_cf8": {
+        "kind": "two_point",
+        "hidden": "64",
+        "modulation": "kay",
+        "site_bits": 3,
+        "context_fan_in": 8,
+        "weight_bits": 3,
+        "act_bits": 3,
+        "activity_penalty": 0.0,
+        "pes": 8,
+    },
+    "x_sm4x64_p16_k4_w4a3": {
+        "kind": "sparse_modular",
+        "fan_in": 4,
+        "modules": 4,
+        "granules": 64,
+        "weight_bits": 4,
+        "act_bits": 3,
+        "activity_penalty": 0.0,
+        "pes": 16,
+    },
+    "x_sm4x64_p4_k8_w5a3": {
+        "kind": "sparse_modular",
+        "fan_in": 8,
+        "modules": 4,
+        "granules": 64,
+        "weight_bits": 5,
+        "act_bits": 3,
+        "activity_penalty": 0.0,
+        "pes": 4,
+    },
+    "x_tp64_p4_w5a4s4": {
+        "kind": "two_point",
+        "hidden": "64",
+        "modulation": "coop",
+        "site_bits": 4,
+        "context_fan_in": 16,
+        "weight_bits": 5,
+        "act_bits": 4,
+        "activity_penalty": 0.001,
+        "pes": 4,
+    },
+    "x_sm2x32_p8_k4_w4a4": {
+        "kind": "sparse_modular",
+        "fan_in": 4,
+        "modules": 2,
+        "granules": 32,
+        "weight_bits": 4,
+        "act_bits": 4,
+        "activity_penalty": 0.0,
+        "pes": 8,
+    },
+    "x_pt32x16_p4_w5a4": {
+        "kind": "point",
+        "hidden": "32x16",
+        "weight_bits": 5,
+        "act_bits": 4,
+        "activity_penalty": 0.0,
+        "pes": 4,
+    },
+}
+
+
 def design_config(name: str):
     from apical.sw.config import load_config
 
     cfg = load_config()
+    if name in EXPLORE_DESIGNS:
+        from apical.flows.explore import derive_config, load_space
+
+        space = dataclasses.replace(load_space(), epochs=1, patience=1)
+        return derive_config(cfg, EXPLORE_DESIGNS[name], space, name=name, part=None)
     over = DESIGNS[name]
     sections = {}
     for sec, vals in over.items():
@@ -121,6 +246,7 @@ def calibrate_one(name: str, work: Path) -> dict:
         build_dir=work / name / "synth",
     )
     log = (work / name / "synth" / "synth.log").read_text(errors="replace").splitlines()
+    stat = json.loads((work / name / "synth" / "stat.json").read_text())
     return {
         "name": name,
         "memory_mapping": [ln.strip() for ln in log if "apping memory" in ln or "mapping to" in ln][
@@ -129,8 +255,21 @@ def calibrate_one(name: str, work: Path) -> dict:
         "features": schedule_features(ir, sched),
         "yosys": s["resources"],
         "cells": s["cells"],
+        "modules": module_resources(stat),
         "synth_s": round(time.perf_counter() - t0, 1),
     }
+
+
+def module_resources(stat: dict) -> dict[str, dict[str, int]]:
+    """Resource counts of each module of yosys' ``stat -json`` (hierarchy kept: ``apical_top``,
+    ``apical_top.pe0``, ``apical_top.fin0``, ...), its own cells only, not its submodules'."""
+    from apical.flows.synth import resource_counts
+
+    out = {}
+    for name, mod in stat["modules"].items():
+        cells = {str(k): int(v) for k, v in mod["num_cells_by_type"].items()}
+        out[name.lstrip("\\")] = resource_counts(cells)
+    return out
 
 
 def _write(out: Path, rows: list) -> None:
@@ -173,7 +312,7 @@ def main() -> int:
         _write(out, rows)
         return 0
     done = {r["name"] for r in rows}
-    names = args.only or [n for n in DESIGNS if n not in done]
+    names = args.only or [n for n in (*DESIGNS, *EXPLORE_DESIGNS) if n not in done]
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             t0 = time.perf_counter()

@@ -32,6 +32,13 @@ SHAPES = [
     "485x18",
     "300x30",
     "256x33",
+    # both ports of one true-dual-port block, a slice of the word through each
+    "1042x11",
+    "1100x11",
+    "1276x11",
+    "1042x17",
+    "1600x12",
+    "1900x10",
 ]
 
 

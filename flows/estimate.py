@@ -1,17 +1,21 @@
 """Resource estimate of a design from its schedule: LUT, FF, DSP48E2, block RAM, without yosys.
 
 `estimate_resources(ir, schedule)` predicts what ``synth_xilinx -family xcup``
-(`apical.flows.synth`) reports for the generated RTL, in a fraction of a
-millisecond, so a design search can price every trial. It reads only the
-schedule (`apical.hw.schedule.Schedule`: its `memories()`, widths, P and
-issue slots) and the IR's layer kinds:
+(`apical.flows.synth`) reports for the generated RTL, in tens of
+milliseconds (yosys takes minutes), so a design search can price every trial.
+It reads only the schedule (`apical.hw.schedule.Schedule`: its `memories()`,
+ROM contents, widths, P, issue slots and neuron groups) and the IR's layer
+kinds:
 
 * DSP48E2 and block RAM are counted per component, from rules derived from
   how yosys maps each memory (block RAM only for registered-read ROMs large
   enough that its cost model prefers a RAMB18E2/RAMB36E2 over LUT logic) and
   which multipliers it packs into DSPs;
-* LUT and FF are a linear model in a handful of schedule features whose
-  coefficients are fitted (least squares) to yosys runs of small designs.
+* LUT and FF are summed over the components yosys keeps as modules (each PE
+  with its event queues, each finaliser, the rest), each component a linear
+  model in a few facts of its own, the ROMs left to logic priced by their
+  contents (`rom_nodes`); the coefficients are fitted (least squares) to the
+  per-module counts of yosys runs of small designs.
 
 The calibration table (``data/estimate_calibration.json``) is written by
 ``bench/calibrate_estimate.py``; `calibration_errors()` reports the model's
@@ -68,7 +72,59 @@ def schedule_features(ir: IR, sched: Schedule) -> dict[str, Any]:
         # bits that vary between the words of each registered-read ROM instance: yosys drops
         # the constant columns of a ROM before choosing between block RAM and logic
         "rom_live_bits": _rom_live_bits(sched),
+        "components": _component_features(sched),
     }
+
+
+def _pack(words: list[tuple[int, ...]], widths: tuple[int, ...]) -> list[int]:
+    """ROM words as the RTL stores them: the fields of a layout, first field at bit 0."""
+    out = []
+    for v in words:
+        word, shift = 0, 0
+        for x, w in zip(v, widths, strict=True):
+            word |= (x & ((1 << w) - 1)) << shift
+            shift += w
+        out.append(word)
+    return out
+
+
+def rom_nodes(words: list[int], width: int) -> int:
+    """Content-aware LUT6 proxy of a ROM left to logic: the distinct non-constant sub-functions
+    of its bit columns over aligned blocks of 64 words and over every larger power-of-two block.
+
+    yosys' memory_map turns the ROM into a tree of multiplexers over the address bits with
+    constant leaves; ABC's structural hashing merges identical subtrees (within and across
+    bit columns) and folds constant ones, and a block of 64 words is a function of six
+    address bits, one LUT6. So what is left is a LUT6 per distinct non-constant 64-word block
+    and a multiplexer per distinct node above: constant columns, zero weight runs and repeated
+    blocks cost nothing, unlike ``width x ceil(depth / 64)``."""
+    depth = len(words)
+    if depth <= 1 or width == 0:
+        return 0
+    abits = (depth - 1).bit_length()
+    cols = []
+    for b in range(width):
+        col = 0
+        for i, w in enumerate(words):
+            col |= ((w >> b) & 1) << i
+        cols.append(col)
+    base = min(6, abits)
+    nodes = 0
+    for k in range(base, abits + 1):
+        size, half = 1 << k, 1 << (k - 1)
+        seen: set[tuple[int, int]] = set()
+        for col in cols:
+            for start in range(0, depth, size):
+                n = min(size, depth - start)
+                valid = (1 << n) - 1
+                block = (col >> start) & valid
+                if not block or block == valid:
+                    continue  # constant: no logic
+                if k > base and (n <= half or block & ((1 << half) - 1) == block >> half):
+                    continue  # both halves alike (or no upper half): the node is its child
+                seen.add((block, n))
+        nodes += len(seen)
+    return nodes
 
 
 def _live_bits(words: list[tuple[int, ...]], widths: tuple[int, ...]) -> int:
@@ -104,6 +160,43 @@ def _rom_live_bits(sched: Schedule) -> dict[str, list[int]]:
     return out
 
 
+def _logic_rom_nodes(words: list[int], width: int) -> int:
+    """`rom_nodes` of a registered-read ROM that yosys leaves to logic; 0 when it takes block RAM."""
+    live = _live_bits([(w,) for w in words], (width,)) if len(words) > 1 else 0
+    return 0 if rom_in_bram(live, len(words)) is not None else rom_nodes(words, width)
+
+
+def _component_features(sched: Schedule) -> dict[str, Any]:
+    """Per-instance facts of the components yosys keeps as modules (hierarchy is kept): each
+    PE with its event queues, each finaliser with its requantisers, and the rest (top glue,
+    scanner, output stage, counter bank) as one."""
+    from apical.hw.layouts import bias_layout, index_layout, weight_layout
+
+    w_widths = tuple(f.width for _, f in weight_layout(sched.acc_depth, sched.weight_bits))
+    i_widths = tuple(f.width for _, f in index_layout(sched.weight_depth, sched.max_fanout))
+    b_widths = tuple(f.width for _, f in bias_layout(sched.acc_bits))
+    table = _logic_rom_nodes(list(sched.table), sched.act_bits) if sched.table else 0
+    sites = sum(len(lp.sites) for lp in sched.layers)
+    pe, fin = [], []
+    for im in sched.images:
+        weights = _pack(list(im.weights) or [(0, 0, 0)], w_widths)
+        rom = _logic_rom_nodes(weights, sum(w_widths)) + _logic_rom_nodes(
+            _pack(list(im.index), i_widths), sum(i_widths)
+        )
+        pe.append({"acc_depth": sched.acc_depth, "rom": rom})
+        bias = _pack(list(im.bias) or [(0, 0)], b_widths)
+        fin.append({"table": table, "bias": rom_nodes(bias, sum(b_widths)), "sites": sites})
+    groups = {lp.group for lp in sched.layers if lp.mode == "neuron"} or {1}
+    rest = {
+        "pes": sched.pes,
+        "mask": _logic_rom_nodes(list(sched.mask), sched.pes),
+        # neuron layers shared by groups of G PEs: the top sums each group's partial
+        # accumulators (P x max G: the widest adder trees' inputs)
+        "group_inputs": sched.pes * max(groups),
+    }
+    return {"pe": pe, "fin": fin, "rest": rest}
+
+
 # --------------------------------------------------------------------------- the rules and the model
 #
 # How the generated RTL's memories reach yosys (`apical.hw.pe`, `finaliser`, `scanner`, `top`):
@@ -118,30 +211,49 @@ def _rom_live_bits(sched: Schedule) -> dict[str, list[int]]:
 # registered-read ROM: 600, 855, 917, 918, 925, 933 x 9 bits stay logic; 940, 970, 1000,
 # 1024, 1025, 1242 x 9, 485 x 18, 300 x 30 and 256 x 33 take one RAMB18E2) put the
 # boundary between 8397 and 8448 bits: block RAM wins once ``bits / 64 >= cost + 3``
-# (the 3 is that measured margin, taken as one per mapping).
+# (the 3 is that measured margin, taken as one per mapping). 1042, 1100 and 1276 x 11
+# also take one RAMB18E2 (a slice of the word through each port of the block), and
+# 1042 x 17, 1600 x 12, 1900 x 10 one RAMB36E2.
 _ROMS = ("weight", "index", "event_mask", "table")  # registered reads: block RAM candidates
-_COMB_ROMS = ("bias", "requant")  # combinational reads: always logic
 _LOGIC_COST_ROM = 1 / 64
 _BRAM_MARGIN = 3  # measured (see above)
-# (cost, address bits, port widths) of each block-RAM mode yosys may choose for a ROM
+# (kind, cost, address bits, port widths, true-dual-port widths) of each block-RAM mode
+# yosys may choose for a ROM
 _BRAM_MODES = (
-    ("ramb18e2", 129, 14, (1, 2, 4, 9, 18, 36)),  # HALF: TDP up to 18, SDP up to 36
-    ("ramb36e2", 257, 15, (1, 2, 4, 9, 18, 36, 72)),  # FULL: TDP up to 36, SDP up to 72
+    ("ramb18e2", 129, 14, (1, 2, 4, 9, 18, 36), (1, 2, 4, 9, 18)),  # HALF: SDP up to 36
+    ("ramb36e2", 257, 15, (1, 2, 4, 9, 18, 36, 72), (1, 2, 4, 9, 18, 36)),  # FULL: SDP up to 72
 )
 
 
+def _data_bits(w: int) -> int:
+    """Data bits of a ``w``-bit port: 9, 18, 36, 72 are bytes of 8 data + 1 parity bits."""
+    return w if w < 9 else w // 9 * 8
+
+
 def _bram_choice(width: int, depth: int) -> tuple[str, int, float] | None:
-    """(block kind, blocks, cost) of the cheapest block-RAM mapping of a ``depth x width`` ROM."""
+    """(block kind, blocks, cost) of the cheapest block-RAM mapping of a ``depth x width`` ROM.
+
+    Besides one port of each width (blocks side by side and stacked), a ROM may take both
+    ports of one true-dual-port block, each reading a slice of the word at the same address
+    (a 1042 x 11 ROM: 9 bits through one port, 2 through the other, in one RAMB18E2), when
+    both slices fit the block's data bits side by side (parity bits only to the 9-multiple
+    port)."""
     best = None
-    for kind, cost, abits, widths in _BRAM_MODES:
+    for kind, cost, abits, widths, tdp in _BRAM_MODES:
+        cap = 1 << abits  # data bits of the array
         for w in widths:
-            # 9, 18, 36, 72: bytes of 8 data + 1 parity bits; the array holds 2**abits data bits
-            data_bits = w if w < 9 else w // 9 * 8
-            words = (1 << abits) // data_bits
+            words = cap // _data_bits(w)
             n = math.ceil(width / w) * math.ceil(depth / words)
-            c = n * cost
-            if best is None or c < best[2]:
-                best = (kind, n, c)
+            if best is None or n * cost < best[2]:
+                best = (kind, n, n * cost)
+        for wa in tdp:
+            for wb in tdp:
+                if wb > wa or wa + wb < width or depth > cap // _data_bits(wa):
+                    continue
+                if depth * (_data_bits(wa) + _data_bits(wb)) <= cap and (
+                    best is None or cost < best[2]
+                ):
+                    best = (kind, 1, cost)
     return best
 
 
@@ -153,32 +265,47 @@ def rom_in_bram(width: int, depth: int) -> tuple[str, int] | None:
     return choice[0], choice[1]
 
 
-def _split(f: dict[str, Any]) -> tuple[float, float]:
-    """(RAMB36E2 equivalents, LUT6 of the ROMs left to logic) of a design's memories."""
-    bram, rom_lut6 = 0.0, 0.0
-    live = f.get("rom_live_bits", {})
-    for name, m in f["memories"].items():
-        if name not in _ROMS and name not in _COMB_ROMS:
-            continue
-        widths = live.get(name, [m["width"]] * len(m["depths"]))
-        for d, w in zip(m["depths"], widths, strict=True):
-            choice = rom_in_bram(w, d) if name in _ROMS and w else None
-            if choice is None:
-                rom_lut6 += w * math.ceil(d / 64)
-            else:
-                bram += choice[1] / 2 if choice[0] == "ramb18e2" else choice[1]
-    return bram, rom_lut6
+# The LUT/FF model, per component: yosys keeps the hierarchy, so the calibration runs record
+# each module's counts, and each component is fitted (least squares) on its own instances
+# from its own regressors; a design's estimate is the sum over its instances.
+_REGRESSORS: dict[str, tuple[str, ...]] = {
+    # a PE: the valid bits and their decoders grow with the accumulator depth; the weight and
+    # index ROMs left to logic cost what their contents need (`rom_nodes`)
+    "pe": ("acc_depth", "rom"),
+    # a finaliser: its modulation table (when in logic), its bias ROM, one requantiser per site
+    "fin": ("table", "bias", "sites"),
+    # the top's glue (group adder trees, activation memory), scanner (event-mask ROM), output,
+    # counters
+    "rest": ("pes", "mask", "group_inputs"),
+}
 
 
-def _lut_features(f: dict[str, Any]) -> list[float]:
-    """The regressors of the LUT/FF model (one row per design): a constant, P, the LUT6 of the
-    ROMs left to logic (``live width x ceil(depth / 64)`` each) and the event-queue bits
-    (P x issue slots x event width). Of the subsets tried on the calibration table, this one
-    had the smallest leave-one-out error; accumulator width and LUT-RAM words added nothing
-    the eight designs could pin down."""
-    _, rom_lut6 = _split(f)
-    P = f["pes"]
-    return [1.0, float(P), float(rom_lut6), float(P * f["issue"] * f["event_bits"])]
+def _instances(f: dict[str, Any], kind: str) -> list[list[float]]:
+    """Regressor rows (a constant first) of the instances of component ``kind`` in a design."""
+    comp = f["components"][kind]
+    insts = comp if isinstance(comp, list) else [comp]
+    return [[1.0, *(float(i[k]) for k in _REGRESSORS[kind])] for i in insts]
+
+
+def _module_kind(name: str) -> tuple[str, int]:
+    """(component, instance) of a yosys module: ``apical_top.pe3.queue0`` is PE 3's."""
+    parts = name.split(".")
+    if len(parts) > 1:
+        for kind, prefix in (("pe", "pe"), ("fin", "fin")):
+            tail = parts[1][len(prefix) :]
+            if parts[1].startswith(prefix) and tail.isdigit():
+                return kind, int(tail)
+    return "rest", 0
+
+
+def _module_targets(modules: dict[str, dict[str, int]], key: str) -> dict[str, dict[int, float]]:
+    """Per component and instance, the yosys count ``key`` ("lut": logic + LUT-RAM, or "ff")."""
+    out: dict[str, dict[int, float]] = {"pe": {}, "fin": {}, "rest": {}}
+    for name, c in modules.items():
+        kind, i = _module_kind(name)
+        v = c["lut"] + c["lutram_luts"] if key == "lut" else c[key]
+        out[kind][i] = out[kind].get(i, 0.0) + v
+    return out
 
 
 def _dsp(f: dict[str, Any]) -> int:
@@ -190,8 +317,18 @@ def _dsp(f: dict[str, Any]) -> int:
 
 
 def _bram(f: dict[str, Any]) -> float:
-    """RAMB36E2 equivalents (a RAMB18E2 is a half)."""
-    return _split(f)[0]
+    """RAMB36E2 equivalents (a RAMB18E2 is a half) of the registered-read ROMs yosys puts in block RAM."""
+    bram = 0.0
+    live = f.get("rom_live_bits", {})
+    for name in _ROMS:
+        m = f["memories"].get(name)
+        if m is None:
+            continue
+        for d, w in zip(m["depths"], live.get(name, [m["width"]] * len(m["depths"])), strict=True):
+            choice = rom_in_bram(w, d) if w else None
+            if choice is not None:
+                bram += choice[1] / 2 if choice[0] == "ramb18e2" else choice[1]
+    return bram
 
 
 _FIT: dict[str, Any] = {}
@@ -203,34 +340,48 @@ def calibration_table() -> list[dict[str, Any]]:
     return list(json.loads(text)["designs"])
 
 
-def _fit(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+Coefficients = dict[str, dict[str, list[float]]]  # {"lut" | "ff": {component: coefficients}}
+
+
+def _fit(rows: list[dict[str, Any]]) -> Coefficients:
+    """Per component and count, relative least squares over every instance of the rows that
+    recorded per-module counts (each instance's error counts alike, small or large)."""
     import numpy as np
 
-    X = np.array([_lut_features(r["features"]) for r in rows])
-    coef = {}
-    for key, target in (("lut", lambda y: y["lut"] + y["lutram_luts"]), ("ff", lambda y: y["ff"])):
-        y = np.array([float(target(r["yosys"])) for r in rows])
-        # relative least squares: every design's error counts alike, small or large
-        w = 1.0 / np.maximum(y, 1.0)
-        c, *_ = np.linalg.lstsq(X * w[:, None], y * w, rcond=None)
-        coef[key] = [float(v) for v in c]
+    rows = [r for r in rows if r.get("modules")]
+    coef: Coefficients = {}
+    for key in ("lut", "ff"):
+        coef[key] = {}
+        for kind in _REGRESSORS:
+            X, y = [], []
+            for r in rows:
+                target = _module_targets(r["modules"], key)[kind]
+                for i, x in enumerate(_instances(r["features"], kind)):
+                    X.append(x)
+                    y.append(target.get(i, 0.0))
+            A, b = np.array(X), np.array(y)
+            w = 1.0 / np.maximum(b, 1.0)
+            c, *_ = np.linalg.lstsq(A * w[:, None], b * w, rcond=None)
+            coef[key][kind] = [float(v) for v in c]
     return coef
 
 
-def _coefficients() -> dict[str, list[float]]:
+def _coefficients() -> Coefficients:
     if "coef" not in _FIT:
         _FIT["coef"] = _fit(calibration_table())
     return _FIT["coef"]
 
 
-def estimate_from_features(
-    f: dict[str, Any], coef: dict[str, list[float]] | None = None
-) -> dict[str, Any]:
+def estimate_from_features(f: dict[str, Any], coef: Coefficients | None = None) -> dict[str, Any]:
     coef = coef or _coefficients()
-    x = _lut_features(f)
-    lut = sum(a * b for a, b in zip(coef["lut"], x, strict=True))
-    ff = sum(a * b for a, b in zip(coef["ff"], x, strict=True))
-    return {"lut": max(0, round(lut)), "ff": max(0, round(ff)), "dsp": _dsp(f), "bram": _bram(f)}
+    out: dict[str, Any] = {}
+    for key in ("lut", "ff"):
+        total = 0.0
+        for kind in _REGRESSORS:
+            c = coef[key][kind]
+            total += sum(sum(a * b for a, b in zip(c, x, strict=True)) for x in _instances(f, kind))
+        out[key] = max(0, round(total))
+    return {**out, "dsp": _dsp(f), "bram": _bram(f)}
 
 
 def estimate_resources(ir: IR, sched: Schedule) -> dict[str, Any]:
@@ -238,17 +389,20 @@ def estimate_resources(ir: IR, sched: Schedule) -> dict[str, Any]:
     return estimate_from_features(schedule_features(ir, sched))
 
 
-def calibration_errors() -> list[dict[str, Any]]:
-    """Leave-one-out error of the model on its calibration table (each design predicted by a fit without it)."""
-    rows = calibration_table()
-    n_features = len(_lut_features(rows[0]["features"]))
-    if len(rows) <= n_features + 1:
+def calibration_errors(rows: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Leave-one-out error of the model on its calibration table (each design predicted by a
+    fit without it)."""
+    rows = calibration_table() if rows is None else rows
+    fitted = [r for r in rows if r.get("modules")]
+    n_coef = max(len(v) + 1 for v in _REGRESSORS.values())
+    if len(fitted) <= n_coef:
         raise ApicalError(
-            f"estimate: {len(rows)} calibration designs cannot test a {n_features}-feature model"
+            f"estimate: {len(fitted)} calibration designs with per-module counts cannot test "
+            f"a model of {n_coef} coefficients per component"
         )
     out = []
-    for i, r in enumerate(rows):
-        e = estimate_from_features(r["features"], _fit(rows[:i] + rows[i + 1 :]))
+    for r in rows:
+        e = estimate_from_features(r["features"], _fit([o for o in rows if o is not r]))
         y = r["yosys"]
         y_lut = y["lut"] + y["lutram_luts"]
         y_bram = y["ramb36e2"] + y["ramb18e2"] / 2
