@@ -190,7 +190,8 @@ class ApicalTop(wiring.Component):
         # ------------------------------------------------------------- counters
         inc_bits = {"cycles": 1, "events": len(scanner.event), "syn_ops": bits_for(P),
                     "weight_reads": bits_for(P), "acc_updates": bits_for(P), "act_reads": len(scanner.reads),
-                    "act_writes": bits_for(P), "requants": bits_for(2 * P), "table_lookups": bits_for(P)}
+                    "act_writes": len(fp.act_writes), "requants": len(fp.requants),
+                    "table_lookups": len(fp.table_lookups)}
         assert set(inc_bits) == {"cycles", *COUNTERS}
         m.submodules.counters = counters = CounterBank(inc_bits, bits=COUNTER_BITS)
         for c in inc_bits:
