@@ -1,12 +1,14 @@
-"""Named layouts of the PE array's memory entries and events (widths from the schedule)."""
+"""Named layouts of the PE array's memory entries and events, and the activation write port's signature
+(widths from the schedule)."""
 
 from __future__ import annotations
 
 from amaranth.hdl import signed, unsigned
-from amaranth.lib import data
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import Out
 from amaranth.utils import bits_for
 
-__all__ = ["bias_layout", "event_layout", "index_layout", "requant_layout", "weight_layout"]
+__all__ = ["act_write_signature", "bias_layout", "event_layout", "index_layout", "requant_layout", "weight_layout"]
 
 
 def event_layout(index_depth: int, value_bits: int) -> data.StructLayout:
@@ -35,3 +37,9 @@ def requant_layout(mult_bits: int, offset_bits: int) -> data.StructLayout:
     """Per-neuron requantisation of one finalisation slot for both banks: multiplier and offset."""
     return data.StructLayout({"m0": unsigned(mult_bits), "o0": signed(offset_bits),
                               "m1": unsigned(mult_bits), "o1": signed(offset_bits)})
+
+
+def act_write_signature(words: int, lanes: int, act_bits: int) -> wiring.Signature:
+    """A write into activation memory: word ``addr``, ``data`` (``lanes`` activations), lane enables ``en``."""
+    return wiring.Signature({"addr": Out(range(words)), "data": Out(unsigned(lanes * act_bits)),
+                             "en": Out(lanes)})
