@@ -107,19 +107,6 @@ def split_memory_init(text: str) -> tuple[str, dict[str, str]]:
     return "\n".join(out), files
 
 
-def _inline_init_bytes(text: str) -> int:
-    """Bytes of ``text`` in memory initial blocks."""
-    total, inside = 0, False
-    for ln in text.split("\n"):
-        if ln == "  initial begin":
-            inside = True
-        elif inside and ln == "  end":
-            inside = False
-        elif inside:
-            total += len(ln) + 1
-    return total
-
-
 def rtl_summary(ir: IR, pes: int, *, queue_depth: int = 16, schedule: Schedule | None = None) -> dict[str, Any]:
     """The rtl.json summary: widths, memories per PE, per-layer schedule numbers."""
     sched = schedule if schedule is not None else compile_schedule(ir, pes)
@@ -142,8 +129,13 @@ def generate_rtl(ir: IR, pes: int, out_dir: Path, *, max_weight_depth: int = 655
     check_weight_depth(sched, max_weight_depth)
     text = verilog_text(ir, pes, queue_depth=queue_depth, schedule=sched)
     files: dict[str, str] = {}
-    if memory_init == "files" or (memory_init == "auto" and _inline_init_bytes(text) > INLINE_INIT_MAX_BYTES):
-        text, files = split_memory_init(text)
+    if memory_init != "inline":
+        split, files = split_memory_init(text)
+        # "auto": the bytes the split takes out of the Verilog are the inline initial values
+        if memory_init == "files" or len(text) - len(split) > INLINE_INIT_MAX_BYTES:
+            text = split
+        else:
+            files = {}
     out_dir = Path(out_dir)
     for name, content in files.items():  # before the Verilog that reads them
         atomic_write_text(out_dir / name, content)  # every module is apical_top or apical_top.<part>
