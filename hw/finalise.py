@@ -24,13 +24,48 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.hdl import Const as C
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import bits_for, exact_log2
+from amaranth.utils import bits_for, ceil_log2, exact_log2
 
 from apical.hw.finaliser import finaliser_in_bits, finaliser_latency
 from apical.hw.layouts import act_write_signature
 from apical.hw.schedule import Schedule
 
-__all__ = ["FinalisePipeline", "finaliser_lane_signature"]
+__all__ = ["FinalisePipeline", "finaliser_lane_signature", "reduce_stages"]
+
+LEVELS_PER_STAGE = 2  # adder-tree levels between registers in the reduction over the PEs
+
+
+def reduce_stages(pes: int) -> int:
+    """Registers the accumulator reduction over ``pes`` PEs adds before the finalisers' input
+    register: the PEs' registered reads, then one after every `LEVELS_PER_STAGE` tree levels
+    below the last ones (those and the layer's selection share the finalisers' input stage)."""
+    levels = ceil_log2(pes)
+    return 1 + max(0, -(-levels // LEVELS_PER_STAGE) - 1)
+
+
+def _reduction(m: Module, values: list, width: int, keep: set[int], name: str) -> dict[int, list]:
+    """Sums of ``values`` (the PEs' registered reads) over aligned blocks of 2**level PEs, for
+    each level in ``keep`` (the last block may be short), from an adder tree registered after
+    every `LEVELS_PER_STAGE` levels (`reduce_stages`); kept sums of lower levels are carried
+    down the same registers. Returns them as they stand at the finalisers' input stage."""
+    n_regs = reduce_stages(len(values)) - 1
+    nodes = list(values)
+    out = {0: nodes} if 0 in keep else {}
+    done = 0
+    for level in range(1, ceil_log2(len(values)) + 1):
+        nodes = [nodes[j] + nodes[j + 1] if j + 1 < len(nodes) else nodes[j] for j in range(0, len(nodes), 2)]
+        if level in keep:
+            out[level] = nodes
+        if level % LEVELS_PER_STAGE == 0 and done < n_regs:
+            done += 1
+            for lv, sums in {**out, level: nodes}.items():
+                regs = [Signal(signed(width), name=f"{name}_s{done}_l{lv}_{j}") for j in range(len(sums))]
+                m.d.sync += [r.eq(v) for r, v in zip(regs, sums, strict=True)]
+                if lv in out:
+                    out[lv] = regs
+                if lv == level:
+                    nodes = regs
+    return out
 
 
 def finaliser_lane_signature(schedule: Schedule) -> wiring.Signature:
@@ -103,7 +138,10 @@ class FinalisePipeline(wiring.Component):
         fn_kl = Signal(range(max(P, 2)))
         fn_words = Signal(range(s.act_words + 1))  # words of the output tensor fully written
         fn_start = self.start
-        LATENCY = finaliser_latency(s) + 1  # input register + finaliser stages
+        # Accumulator reads registered in the PEs, then the reduction's registers (`reduce_stages`),
+        # then the finalisers' input register and their own stages.
+        extra = reduce_stages(P)
+        LATENCY = extra + finaliser_latency(s) + 1
         pipe_valid = [Signal(name=f"fp{i}_valid") for i in range(LATENCY)]
         pipe_word = [Signal(range(s.act_words), name=f"fp{i}_word") for i in range(LATENCY)]
         pipe_rel = [Signal(range(s.act_words + 1), name=f"fp{i}_rel") for i in range(LATENCY)]
@@ -122,20 +160,10 @@ class FinalisePipeline(wiring.Component):
         synapse_mode = Signal()
         out_base = Signal(range(s.act_words))
         region = Signal()
-        lanes_n = Signal(P)
         in_bits = finaliser_in_bits(s)
-        # Neuron mode with groups of G PEs: the finaliser of lane p takes the sum of its group's
-        # partial accumulators (G = 1: its own PE's).
-        group_sums = {}
-        for g in sorted({lp.group for lp in s.layers if lp.mode == "neuron"}):
-            groups = P // g
-            group_sums[g] = tuple(
-                [sum(acc[(p % groups) * g + r] for r in range(g)) for p in range(P)]
-                for acc in (self.acc0, self.acc1))
-        nsum0 = [Signal(signed(in_bits), name=f"nsum0_{p}") for p in range(P)]
-        nsum1 = [Signal(signed(in_bits), name=f"nsum1_{p}") for p in range(P)]
         k_word = Signal(len(fn_k))  # neuron mode: output word of step fn_k
         word_end = Signal()  # neuron mode: step fn_k completes its word
+        lanes_n = Signal(P)
         with m.Switch(fn_layer):
             for li, lp in enumerate(s.layers):
                 with m.Case(li):
@@ -148,29 +176,47 @@ class FinalisePipeline(wiring.Component):
                         phase = fn_k[:exact_log2(g)] if g > 1 else C(0, 1)
                         for p in range(P):
                             m.d.comb += lanes_n[p].eq((phase == p // groups) & (fn_k < lp.slots[p % groups]))
-                            m.d.comb += [nsum0[p].eq(group_sums[g][0][p]), nsum1[p].eq(group_sums[g][1][p])]
                         m.d.comb += [k_word.eq(fn_k >> exact_log2(g)),
                                      word_end.eq((phase == g - 1) | (fn_k + 1 >= steps))]
         m.d.comb += self.acc_addr.eq(region * s.acc_half + fn_k)
-        tree0, tree1 = Signal(signed(in_bits)), Signal(signed(in_bits))
-        m.d.comb += [tree0.eq(sum(self.acc0)), tree1.eq(sum(self.acc1))]
-        # Synapse mode: neuron fn_k goes to lane fn_kl, neuron fn_k + 1 (second tree,
-        # when dual) to lane fn_kl + 1 of the same word (fn_kl is even then).
         fn_step = 2 if dual else 1
         second = Signal()
-        tree0_b, tree1_b = Signal(signed(in_bits)), Signal(signed(in_bits))
         if dual:
-            m.d.comb += [self.acc_addr_b.eq(region * s.acc_half + fn_k + 1), second.eq(fn_k + 1 < steps),
-                         tree0_b.eq(sum(self.acc0_b)), tree1_b.eq(sum(self.acc1_b))]
-        # Accumulators are read (and reduced) in the issue cycle and registered into the
-        # finalisers: one more pipeline stage, so the adder tree is not in the requant path.
+            m.d.comb += [self.acc_addr_b.eq(region * s.acc_half + fn_k + 1), second.eq(fn_k + 1 < steps)]
+
+        # The reads come back registered a cycle later and are reduced over the PEs: in neuron
+        # mode the sum of a group's G partial accumulators (G = 1: its own PE's), the block of
+        # 2**log2(G) PEs; in synapse mode over all PEs. `extra` cycles after the read, the
+        # finalisers' input registers take them, with the step's layer and k from the delay line.
+        top = ceil_log2(P)
+        keep = {exact_log2(lp.group) for lp in s.layers if lp.mode == "neuron"}
+        keep |= {top} if any(lp.mode == "synapse" for lp in s.layers) else set()
+        red0 = _reduction(m, list(self.acc0), in_bits, keep, "red0")
+        red1 = _reduction(m, list(self.acc1), in_bits, keep, "red1")
+        if dual:
+            red0_b = _reduction(m, list(self.acc0_b), in_bits, {top}, "red0b")
+            red1_b = _reduction(m, list(self.acc1_b), in_bits, {top}, "red1b")
+        f_valid, f_layer, f_k = pipe_valid[extra - 1], pipe_layer[extra - 1], pipe_k[extra - 1]
+        f_syn = Signal()
+        nsum0 = [Signal(signed(in_bits), name=f"nsum0_{p}") for p in range(P)]
+        nsum1 = [Signal(signed(in_bits), name=f"nsum1_{p}") for p in range(P)]
+        with m.Switch(f_layer):
+            for li, lp in enumerate(s.layers):
+                with m.Case(li):
+                    m.d.comb += f_syn.eq(lp.mode == "synapse")
+                    if lp.mode == "neuron":
+                        lv, groups = exact_log2(lp.group), P // lp.group
+                        for p in range(P):
+                            m.d.comb += [nsum0[p].eq(red0[lv][p % groups]), nsum1[p].eq(red1[lv][p % groups])]
         for p, fin in enumerate(self.fin):
             odd = dual and p % 2 == 1
+            tree0, tree1 = (red0_b[top][0], red1_b[top][0]) if odd else \
+                ((red0[top][0], red1[top][0]) if top in red0 else (0, 0))
             m.d.sync += [
-                fin.valid.eq(fn_issuing), fin.layer.eq(fn_layer),
-                fin.k.eq(fn_k + Mux(synapse_mode, 1, 0) if odd else fn_k),
-                fin.acc0.eq(Mux(synapse_mode, tree0_b if odd else tree0, nsum0[p])),
-                fin.acc1.eq(Mux(synapse_mode, tree1_b if odd else tree1, nsum1[p])),
+                fin.valid.eq(f_valid), fin.layer.eq(f_layer),
+                fin.k.eq(f_k + Mux(f_syn, 1, 0) if odd else f_k),
+                fin.acc0.eq(Mux(f_syn, tree0, nsum0[p])),
+                fin.acc1.eq(Mux(f_syn, tree1, nsum1[p])),
             ]
         lanes_s = Signal(P)
         m.d.comb += lanes_s.eq((1 << fn_kl) | Mux(second, 2 << fn_kl, 0))

@@ -12,7 +12,8 @@ accumulator banks (main/r and c) are read-modify-written in one stage, so
 consecutive updates of one neuron need no forwarding. A valid bit per
 accumulator entry makes the first update of a layer overwrite instead of add;
 clearing a whole region (layer parity) is one cycle, so no clear pass is
-needed, also after reset. The finaliser reads accumulators through ``fin_*``.
+needed, also after reset. The finaliser reads accumulators through ``fin_*``,
+registered: the entry as it stands in the cycle of the address, a cycle later.
 
 Context gating (a schedule with gated layers): a "fixed" bit per accumulator
 entry, set through ``fix_*`` by the gate pass of the finalisers and cleared
@@ -205,12 +206,13 @@ class ProcessingElement(wiring.Component):
             setv = Signal(depth, name=f"set{bank}")
             m.d.comb += setv.eq(Mux(hit, Const(1, unsigned(depth)) << s3_acc, 0))
             m.d.sync += valid.eq((valid | setv) & ~clear_mask)
-            m.d.comb += [fin_rd.addr.eq(self.fin_addr),
-                         fin_out.eq(Mux(valid.bit_select(self.fin_addr, 1), fin_rd.data, 0))]
+            # Finalisation reads are registered: the value as it stands in the cycle of the address.
+            m.d.comb += fin_rd.addr.eq(self.fin_addr)
+            m.d.sync += fin_out.eq(Mux(valid.bit_select(self.fin_addr, 1), fin_rd.data, 0))
             if fin_b[bank] is not None:
                 fin_rd_b = mem.read_port(domain="comb")
-                m.d.comb += [fin_rd_b.addr.eq(self.fin_addr_b),
-                             fin_b[bank].eq(Mux(valid.bit_select(self.fin_addr_b, 1), fin_rd_b.data, 0))]
+                m.d.comb += fin_rd_b.addr.eq(self.fin_addr_b)
+                m.d.sync += fin_b[bank].eq(Mux(valid.bit_select(self.fin_addr_b, 1), fin_rd_b.data, 0))
 
         m.d.comb += [
             self.busy.eq(any_ready | nxt_valid | active | s1_valid | s2_valid | s3_valid),

@@ -100,6 +100,7 @@ def test_pe_accumulates_like_a_dot_product(pes: int) -> None:
             assert not ctx.get(dut.busy), f"PE {p} still busy"
             for k in range(sched.acc_half):
                 ctx.set(dut.fin_addr, lp.region * sched.acc_half + k)
+                await ctx.tick()  # a registered read
                 sums[k] = ctx.get(dut.fin_acc0)
 
         sim = Simulator(dut)
