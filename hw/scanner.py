@@ -7,7 +7,7 @@ registered stages keep the paths short: a *word* register holds the fetched
 word, decoded, and the lanes not yet sent; ``issue`` *slot* registers each hold
 one event (index-memory address, value, the event mask of the PEs holding its
 synapses). Slot ``i`` writes into queue ``i`` of each PE in its mask, or, for
-anycast (replicated fan-out), of the holder with the emptiest queues; it fires
+anycast (replicated fan-out), of the holder with the emptiest queues (as of the previous cycle); it fires
 when all of those queues can take it, independently of the other slots
 (accumulation order does not matter: exact integer sums). Empty slots are
 refilled each cycle from the word's lowest remaining non-zero lanes, and the
@@ -175,12 +175,16 @@ class Scanner(wiring.Component):
         s_mask = [rd.data for rd in mask_rds]
         s_any = [Signal(name=f"slot{i}_any") for i in range(k)]
         fires, empties = [], []
+        # Anycast compares the holders' queue fill as it was a cycle ago: a registered copy keeps
+        # the queues' level counters out of the argmin -> fire -> queue write path.
+        levels = [Signal(len(self.levels[p]), name=f"level{p}") for p in range(P)]
+        m.d.sync += [lv.eq(self.levels[p]) for p, lv in enumerate(levels)]
         for i in range(k):
             ready = Signal(P, name=f"ready{i}")
             m.d.comb += ready.eq(Cat(self.events[p][i].ready for p in range(P)))
             free = Signal(P, name=f"free{i}")
             m.d.comb += free.eq(s_mask[i] & ready)
-            found, idx = _argmin(m, list(free), list(self.levels), f"any{i}")
+            found, idx = _argmin(m, list(free), levels, f"any{i}")
             emask = Signal(P, name=f"emask{i}")
             m.d.comb += emask.eq(Mux(s_any[i], Mux(found, Const(1, P) << idx, 0), s_mask[i]))
             # An input without synapses needs no PE; else a free holder (anycast) or every

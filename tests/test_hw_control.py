@@ -154,6 +154,59 @@ def test_finalise_pipeline_writes_every_neuron_once(pes: int, mode: str, seed: i
         assert got["table_lookups"] == (lp.size if lp.kind == "two_point" else 0)
 
 
+@pytest.mark.parametrize(("pes", "max_group", "seed"), [(16, 8, 1), (32, 4, 2), (64, 8, 3), (32, 1, 4), (16, 1, 5)])
+def test_finalise_reduction_sums_each_group_through_its_registers(pes: int, max_group: int, seed: int) -> None:
+    """The testbench stands for the PEs' registered reads: every PE holds a different value at
+    every address, presented the cycle after the address. Each lane must get, for the step it is
+    told (``fin.k``), its group's sum (neuron mode) or the sum over all PEs (synapse mode, the
+    second tree for odd lanes when dual), so the reduction's registers and the delay line agree."""
+    rng = np.random.default_rng(seed)
+    size = (pes // 4, pes // 2) if max_group == 1 else (pes // 2 + 1, pes + 3)
+    ir = random_ir(rng, kind="two_point", layers=2, input_size=(20, 30), hidden_size=size, density=0.9)
+    s = compile_schedule(ir, pes, max_group=max_group)
+    table = rng.integers(-1000, 1000, size=(3, pes, s.acc_depth)).tolist()  # acc0, acc1, acc0 port b
+    seen = set()
+    for li, lp in enumerate(s.layers):
+        seen.add((lp.mode, lp.group))
+        dut = FinalisePipeline(s)
+        got: dict[int, dict] = {p: {} for p in range(pes)}
+
+        async def bench(ctx, dut=dut, got=got, li=li):
+            ctx.set(dut.start, 1)
+            ctx.set(dut.layer, li)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            for _ in range(2 * s.acc_half + 20):
+                for p in range(pes):
+                    if ctx.get(dut.fin[p].valid):
+                        got[p][ctx.get(dut.fin[p].k)] = (ctx.get(dut.fin[p].acc0), ctx.get(dut.fin[p].acc1))
+                addr = ctx.get(dut.acc_addr) % s.acc_depth  # beyond the layer when idle
+                addr_b = ctx.get(dut.acc_addr_b) % s.acc_depth if dut.acc_ports == 2 else 0
+                await ctx.tick()
+                for q in range(pes):
+                    ctx.set(dut.acc0[q], table[0][q][addr])
+                    ctx.set(dut.acc1[q], table[1][q][addr])
+                    if dut.acc_ports == 2:
+                        ctx.set(dut.acc0_b[q], table[2][q][addr_b])
+                        ctx.set(dut.acc1_b[q], table[1][q][addr_b])
+
+        _run(dut, bench)
+        base = lp.region * s.acc_half
+        for p in range(pes):
+            assert got[p], f"P={pes} layer {li}: lane {p} never valid"
+            for k, sums in got[p].items():
+                a = base + k
+                if lp.mode == "synapse":
+                    t0 = table[2] if dut.acc_ports == 2 and p % 2 else table[0]
+                    want = (sum(t0[q][a] for q in range(pes)), sum(table[1][q][a] for q in range(pes)))
+                else:
+                    g = lp.group
+                    group = range((p % (pes // g)) * g, (p % (pes // g)) * g + g)
+                    want = (sum(table[0][q][a] for q in group), sum(table[1][q][a] for q in group))
+                assert sums == want, f"P={pes} layer {li} ({lp.mode}, G={lp.group}) lane {p} step {k}"
+    assert seen != {("neuron", 1)}, seen  # some layer sums over several PEs
+
+
 @pytest.mark.parametrize(("gate", "pes", "max_group"), [("r", 2, 8), ("c", 4, 1)])
 def test_finalise_pipeline_gate_pass_writes_fixed_bits_not_outputs(gate: str, pes: int, max_group: int) -> None:
     ir = random_ir(np.random.default_rng(7), kind="two_point", layers=2, input_size=(20, 30),
