@@ -1,24 +1,27 @@
 """Finaliser of one PE lane: bias, requantisation of each site, modulation-table lookup.
 
-Pipeline of three registers: F0 adds the slot's bias (bias memory, per layer
+Pipeline of four registers: F0 adds the slot's bias (bias memory, per layer
 a region) to the accumulator sum it is given; F1 multiplies by the site's
 requantisation multiplier (one registered multiplier per bank; the stage is
 left out when every multiplier is 1), or, when the IR has per-neuron
 requantisation, by the slot's multiplier and adds its offset (multiply-add,
-the DSP48E2's C port), both read from the requant memory beside the biases; F2 shifts, rounds, applies relu and saturates with the
-layer's constants (`Requantizer`) and, for two-point layers, addresses the
-modulation table at ``(r - r_min) * 2**c_bits + (c - c_min)``; F3 presents the
-raw output lane value (``act_bits`` two's complement) and, for context-gated
-layers, ``out_fixed``: the gate site's value alone fixes the output (the
-layer's ``fix_lut``, a constant bit per value, looked up at F2).
+the DSP48E2's C port), both read from the requant memory beside the biases;
+F2 shifts, rounds, applies relu and saturates with the layer's constants
+(`Requantizer`); F3, from the registered site values, addresses the
+modulation table of two-point layers at ``(r - r_min) * 2**c_bits + (c -
+c_min)``; F4 presents the raw output lane value (``act_bits`` two's
+complement) and, for context-gated layers, ``out_fixed``: the gate site's
+value alone fixes the output (the layer's ``fix_lut``, a constant bit per
+value, looked up at F3). Requantising and addressing the table are separate
+stages so neither is on a long path.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.hdl import Const as C
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -31,7 +34,7 @@ from apical.sw.ir import int_range
 
 __all__ = ["Finaliser", "finaliser_in_bits", "finaliser_latency"]
 
-LATENCY = 3  # the most cycles from valid in to out_valid (see `finaliser_latency`)
+LATENCY = 4  # the most cycles from valid in to out_valid (see `finaliser_latency`)
 
 
 def finaliser_latency(schedule: Schedule) -> int:
@@ -161,17 +164,19 @@ class Finaliser(wiring.Component):
         return prods, prod_bits, v2, l2, m.d.sync
 
     def _finalise(self, m: Module, prods, prod_bits: int, v2, l2, kills) -> Module:
-        """F2 -> F3: requantise with layer constants, address the table (``kills``: fault builds)."""
+        """F2 -> F3: requantise with layer constants (``kills``: fault builds); F3 -> F4: address
+        the modulation table with the registered values, or pass a one-site layer's value."""
         s = self._s
         flt = self._faults
         if kills is not None:
             kill_r, kill_c, l3, k3 = kills
-        v3, two_point, d3 = Signal(), Signal(), Signal(unsigned(s.act_bits))
-        t_addr = Signal(range(max(2, len(s.table))))
-        if s.gated:
-            m.d.sync += self.out_fixed.eq(0)  # set below for gated layers only
-        else:
-            m.d.comb += self.out_fixed.eq(0)
+            l4, k4 = Signal(len(l3), name="fl4"), Signal(len(k3), name="fk4")
+            m.d.sync += [l4.eq(l3), k4.eq(k3)]
+        # F3: the layer's requantised sites (r or the only one, c), registered.
+        q_bits = max(s.act_bits, max(sp.bits for lp in s.layers for sp in lp.sites)) + 1
+        q0, q1 = Signal(signed(q_bits), name="q0"), Signal(signed(q_bits), name="q1")
+        v3, l3q = Signal(), Signal(range(len(s.layers)))
+        m.d.sync += [v3.eq(v2), l3q.eq(l2)]
         for li, lp in enumerate(s.layers):
             rqs = []
             for sp in lp.sites:
@@ -182,35 +187,47 @@ class Finaliser(wiring.Component):
                 rqs.append(rq)
             with m.If(l2 == li):
                 if lp.kind == "two_point":
-                    r_sp, c_sp = lp.sites
                     # A lost site (fault builds) feeds 0 to the table.
-                    r_val = Mux(kill_r, 0, rqs[0].o) if flt is not None else rqs[0].o
-                    c_val = Mux(kill_c, 0, rqs[1].o) if flt is not None else rqs[1].o
-                    c_off = c_val - int_range(c_sp.bits, c_sp.signed)[0]
-                    r_off = r_val - int_range(r_sp.bits, r_sp.signed)[0]
-                    m.d.comb += t_addr.eq(lp.table_base + (r_off << c_sp.bits) + c_off)
+                    m.d.sync += [q0.eq(Mux(kill_r, 0, rqs[0].o) if flt is not None else rqs[0].o),
+                                 q1.eq(Mux(kill_c, 0, rqs[1].o) if flt is not None else rqs[1].o)]
+                else:
+                    m.d.sync += q0.eq(rqs[0].o)
+        # F3 -> F4: the table address, or the value itself.
+        v4, two_point, d4 = Signal(), Signal(), Signal(unsigned(s.act_bits))
+        t_addr = Signal(range(max(2, len(s.table))))
+        if s.gated:
+            m.d.sync += self.out_fixed.eq(0)  # set below for gated layers only
+        else:
+            m.d.comb += self.out_fixed.eq(0)
+        for li, lp in enumerate(s.layers):
+            with m.If(l3q == li):
+                if lp.kind == "two_point":
+                    r_sp, c_sp = lp.sites
+                    c_off = Signal(c_sp.bits, name=f"c_off_{li}")
+                    r_off = Signal(r_sp.bits, name=f"r_off_{li}")
+                    m.d.comb += [c_off.eq(q1 - int_range(c_sp.bits, c_sp.signed)[0]),
+                                 r_off.eq(q0 - int_range(r_sp.bits, r_sp.signed)[0])]
+                    m.d.comb += t_addr.eq(lp.table_base + Cat(c_off, r_off))
                     m.d.sync += two_point.eq(1)
                     if lp.gate is not None:
-                        g_off, g_bits = (r_off, r_sp.bits) if lp.gate == "r" else (c_off, c_sp.bits)
-                        g_idx = Signal(g_bits, name=f"gate_idx_{li}")
-                        m.d.comb += g_idx.eq(g_off)
-                        m.d.sync += self.out_fixed.eq(C(lp.fix_lut, 1 << g_bits).bit_select(g_idx, 1))
+                        g_idx = r_off if lp.gate == "r" else c_off
+                        m.d.sync += self.out_fixed.eq(C(lp.fix_lut, 1 << len(g_idx)).bit_select(g_idx, 1))
                 else:
-                    m.d.sync += [d3.eq(rqs[0].o), two_point.eq(0)]
-        m.d.sync += v3.eq(v2)
+                    m.d.sync += [d4.eq(q0), two_point.eq(0)]
+        m.d.sync += v4.eq(v3)
         if s.table:
             m.submodules.table_mem = table_mem = Memory(shape=unsigned(s.act_bits), depth=len(s.table),
                                                         init=list(s.table))
             t_rd = table_mem.read_port()
             m.d.comb += t_rd.addr.eq(t_addr)
-            lane = Mux(two_point, t_rd.data, d3)
+            lane = Mux(two_point, t_rd.data, d4)
         else:
-            lane = d3
+            lane = d4
         if flt is None:
             m.d.comb += self.out_data.eq(lane)
         else:
-            m.d.comb += self.out_data.eq(self._masked(m, lane, l3, k3))
-        m.d.comb += self.out_valid.eq(v3)
+            m.d.comb += self.out_data.eq(self._masked(m, lane, l4, k4))
+        m.d.comb += self.out_valid.eq(v4)
         return m
 
     def _masked(self, m: Module, lane, layer, k) -> Signal:

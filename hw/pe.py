@@ -98,8 +98,13 @@ class ProcessingElement(wiring.Component):
         for j in range(self._slots):
             q = fifo.SyncFIFO(width=self.ev_layout.size, depth=self._qdepth)
             m.submodules[f"queue{j}"] = q
-            m.d.comb += [q.w_en.eq(self.event[j].valid), q.w_data.eq(self.event[j].payload),
-                         self.event[j].ready.eq(q.w_rdy)]
+            # `ready` is a register: room for one event next cycle whatever this cycle brings
+            # (the queue is at most depth - 2 full now), so the scanner's fire decisions start
+            # at registers instead of at the queue's level counter.
+            room = Signal(name=f"room{j}")
+            m.d.sync += room.eq(q.level <= self._qdepth - 2)
+            m.d.comb += [q.w_en.eq(self.event[j].valid & room), q.w_data.eq(self.event[j].payload),
+                         self.event[j].ready.eq(room)]
             queues.append(q)
         m.submodules.index_mem = index_mem = Memory(
             shape=self.ix_layout, depth=s.index_depth,

@@ -2,16 +2,19 @@
 
 Started on a layer's first scan segment (a source tensor of a site), it walks
 every segment of that layer in turn, one activation word (``lanes``
-activations) a cycle at best, with no bubble between segments. Three
-registered stages keep the paths short: a *word* register holds the fetched
-word, decoded, and the lanes not yet sent; ``issue`` *slot* registers each hold
-one event (index-memory address, value, the event mask of the PEs holding its
-synapses). Slot ``i`` writes into queue ``i`` of each PE in its mask, or, for
-anycast (replicated fan-out), of the holder with the emptiest queues (as of the previous cycle); it fires
-when all of those queues can take it, independently of the other slots
-(accumulation order does not matter: exact integer sums). Empty slots are
-refilled each cycle from the word's lowest remaining non-zero lanes, and the
-next word is fetched in the cycle the last lane leaves the word register.
+activations) a cycle at best, with no bubble between segments. Registered
+stages keep the paths short: a *word* register holds the fetched word,
+decoded, and the lanes not yet sent; each of the ``issue`` *slots* is a main
+register holding one event (index-memory address, value, the event mask of
+the PEs holding its synapses) and a skid register behind it. Slot ``i`` writes
+into queue ``i`` of each PE in its mask, or, for anycast (replicated fan-out),
+of the holder with the emptiest queues (as of the previous cycle); it fires when all of those queues can
+take it, independently of the other slots (accumulation order does not
+matter: exact integer sums). Every slot with an empty skid takes one of the
+word's lowest remaining non-zero lanes each cycle, into its main register if
+that is empty or fires, else into the skid, so refilling and fetching do not
+wait on the PEs' queues; the next word is fetched in the cycle the last lane
+leaves the word register.
 ``limit_*`` let the scan trail a finalisation still writing its input: word
 ``w`` of tensor ``limit_tensor`` is fetched only once ``w < limit``. A scan
 stops after a layer's last segment, or after a gated layer's last gate-site
@@ -166,56 +169,84 @@ class Scanner(wiring.Component):
             left = left & ~onehot
 
         # ------------------------------------------------------------- slots
+        # Each slot is a main register, which fires, and a skid register behind it. A slot
+        # takes a candidate whenever its skid is empty (`accept`, registered state only), into
+        # the main register when that is empty or fires this cycle, else into the skid. So the
+        # choice of candidates and the next word's fetch do not wait for the PEs' queues:
+        # firing (queue readiness, the anycast choice) and refilling are separate paths.
         s_valid = [Signal(name=f"slot{i}_valid") for i in range(k)]
         s_addr = [Signal(self.ev_layout["addr"].shape.width, name=f"slot{i}_addr") for i in range(k)]
         s_val = [Signal(signed(s.value_bits), name=f"slot{i}_value") for i in range(k)]
-        # Each slot's event mask is a registered read of the mask memory, addressed as the
-        # slot is loaded (no memory read between the word register and the slot registers).
+        s_any = [Signal(name=f"slot{i}_any") for i in range(k)]
+        b_valid = [Signal(name=f"skid{i}_valid") for i in range(k)]
+        b_addr = [Signal(self.ev_layout["addr"].shape.width, name=f"skid{i}_addr") for i in range(k)]
+        b_val = [Signal(signed(s.value_bits), name=f"skid{i}_value") for i in range(k)]
+        b_any = [Signal(name=f"skid{i}_any") for i in range(k)]
+        # Each main register's event mask is a registered read of the mask memory, addressed
+        # as the main register is loaded (from the skid or a candidate) and held meanwhile.
         mask_rds = [mask_mem.read_port() for _ in range(k)]
         s_mask = [rd.data for rd in mask_rds]
-        s_any = [Signal(name=f"slot{i}_any") for i in range(k)]
-        fires, empties = [], []
+        fires, loads = [], []
         # Anycast compares the holders' queue fill as it was a cycle ago: a registered copy keeps
-        # the queues' level counters out of the argmin -> fire -> queue write path.
+        # the queues' level counters out of the argmin -> fire -> queue write path. Schedules
+        # without a replicated fan-out have no anycast logic at all.
+        has_any = any(g.anycast for g in s.segments)
         levels = [Signal(len(self.levels[p]), name=f"level{p}") for p in range(P)]
-        m.d.sync += [lv.eq(self.levels[p]) for p, lv in enumerate(levels)]
+        if has_any:
+            m.d.sync += [lv.eq(self.levels[p]) for p, lv in enumerate(levels)]
         for i in range(k):
             ready = Signal(P, name=f"ready{i}")
             m.d.comb += ready.eq(Cat(self.events[p][i].ready for p in range(P)))
-            free = Signal(P, name=f"free{i}")
-            m.d.comb += free.eq(s_mask[i] & ready)
-            found, idx = _argmin(m, list(free), levels, f"any{i}")
             emask = Signal(P, name=f"emask{i}")
-            m.d.comb += emask.eq(Mux(s_any[i], Mux(found, Const(1, P) << idx, 0), s_mask[i]))
+            if has_any:
+                free = Signal(P, name=f"free{i}")
+                m.d.comb += free.eq(s_mask[i] & ready)
+                found, idx = _argmin(m, list(free), levels, f"any{i}")
+                m.d.comb += emask.eq(Mux(s_any[i], Mux(found, Const(1, P) << idx, 0), s_mask[i]))
+            else:
+                m.d.comb += emask.eq(s_mask[i])
             # An input without synapses needs no PE; else a free holder (anycast) or every
             # holder's slot-i queue ready (multicast).
             fire = Signal(name=f"fire{i}")
-            m.d.comb += fire.eq(s_valid[i] & Mux(s_any[i], (s_mask[i] == 0) | found, (s_mask[i] & ~ready) == 0))
+            multicast_ok = (s_mask[i] & ~ready) == 0
+            m.d.comb += fire.eq(s_valid[i] & (Mux(s_any[i], (s_mask[i] == 0) | found, multicast_ok)
+                                             if has_any else multicast_ok))
             for p in range(P):
                 ev = self.events[p][i]
                 m.d.comb += [ev.valid.eq(fire & emask[p]), ev.payload.addr.eq(s_addr[i]),
                              ev.payload.value.eq(s_val[i])]
-            empty = Signal(name=f"empty{i}")
-            m.d.comb += empty.eq(~s_valid[i] | fire)
+            load = Signal(name=f"load{i}")  # the main register takes a new event (or none) this cycle
+            m.d.comb += load.eq(~s_valid[i] | fire)
             fires.append(fire)
-            empties.append(empty)
+            loads.append(load)
         m.d.comb += self.event.eq(sum(fires))
 
-        # Refill: the r-th empty slot takes candidate r.
+        # Refill: the r-th accepting slot (skid empty) takes candidate r.
+        accept = [~b_valid[i] for i in range(k)]
         for i in range(k):
             rank = Signal(range(k + 1), name=f"rank{i}")
-            m.d.comb += rank.eq(sum(empties[:i]) if i else 0)
-            m.d.comb += [mask_rds[i].en.eq(empties[i]), mask_rds[i].addr.eq(s_addr[i])]
-            with m.If(empties[i]):
-                m.d.sync += s_valid[i].eq(0)
+            m.d.comb += rank.eq(sum(accept[:i]) if i else 0)
+            c_valid = Signal(name=f"take{i}_valid")
+            c_addr = Signal(len(s_addr[i]), name=f"take{i}_addr")
+            c_val = Signal(signed(s.value_bits), name=f"take{i}_value")
+            with m.If(accept[i]):
                 for r in range(i + 1):  # the rank of slot i is at most i
                     valid, addr, value = cands[r]
                     with m.If(rank == r):
-                        m.d.sync += [s_valid[i].eq(valid), s_addr[i].eq(addr), s_val[i].eq(value),
-                                     s_any[i].eq(cur_any)]
-                        m.d.comb += mask_rds[i].addr.eq(addr)
+                        m.d.comb += [c_valid.eq(valid), c_addr.eq(addr), c_val.eq(value)]
+            # Main register: from the skid if it holds an event, else the candidate.
+            m.d.comb += [mask_rds[i].en.eq(loads[i]), mask_rds[i].addr.eq(Mux(b_valid[i], b_addr[i], c_addr))]
+            with m.If(loads[i]):
+                with m.If(b_valid[i]):
+                    m.d.sync += [s_valid[i].eq(1), s_addr[i].eq(b_addr[i]), s_val[i].eq(b_val[i]),
+                                 s_any[i].eq(b_any[i]), b_valid[i].eq(0)]
+                with m.Else():
+                    m.d.sync += [s_valid[i].eq(c_valid), s_addr[i].eq(c_addr), s_val[i].eq(c_val),
+                                 s_any[i].eq(cur_any)]
+            with m.Elif(accept[i]):
+                m.d.sync += [b_valid[i].eq(c_valid), b_addr[i].eq(c_addr), b_val[i].eq(c_val), b_any[i].eq(cur_any)]
         n_used = Signal(range(k + 1))
-        m.d.comb += n_used.eq(sum(empties))
+        m.d.comb += n_used.eq(sum(accept))
         taken = Signal(lanes)
         with m.Switch(n_used):
             for n in range(k + 1):
@@ -240,5 +271,5 @@ class Scanner(wiring.Component):
         # Only registers take the start: the first word is fetched from the next cycle.
         with m.If(self.start):
             m.d.sync += [seg.eq(self.seg), w.eq(0), active.eq(1)]
-        m.d.comb += self.busy.eq(active | (cur_left != 0) | Cat(s_valid).any())
+        m.d.comb += self.busy.eq(active | (cur_left != 0) | Cat(s_valid).any() | Cat(b_valid).any())
         return m

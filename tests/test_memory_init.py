@@ -143,8 +143,10 @@ def test_yosys_maps_init_files_to_the_same_resources(tmp_path: Path, monkeypatch
         got[mode] = synthesize(tmp_path / mode / "apical_top.v", top="apical_top", part="xczu3eg",
                                build_dir=tmp_path / f"synth-{mode}")["resources"]
     # Same block RAM, DSP, LUT-RAM, carries and flip-flops; abc's LUT packing differs by a
-    # couple of LUTs (the contents reach it as one $meminit per memory instead of one per word).
+    # few percent (the contents reach it as one $meminit per memory instead of one per word,
+    # so the netlist abc starts from is ordered differently: 2 of 1,418 LUTs on one RTL, 57 of
+    # 1,351 on another). Unread files would leave the ROMs empty: no block RAM at all.
     lut_i, lut_f = got["inline"].pop("lut"), got["files"].pop("lut")
     assert got["files"] == got["inline"]
-    assert abs(lut_f - lut_i) <= 0.005 * lut_i, (lut_f, lut_i)
+    assert abs(lut_f - lut_i) <= 0.05 * lut_i, (lut_f, lut_i)
     assert got["files"]["ramb18e2"] + got["files"]["ramb36e2"] > 0
