@@ -92,6 +92,13 @@ class Controller(wiring.Component):
         in_lane_data = Signal(unsigned(A))
         m.d.comb += in_lane_data.eq(self.input.payload)
 
+        # The array was idle in the previous cycle (scanner, PEs, finalisers), and nothing was
+        # started then: registered, so the OR of every PE's busy flag ends here instead of
+        # running on into the finalise and scan starts. Idle parts stay idle until started,
+        # so a decision a cycle late is the same decision.
+        idle = Signal()
+        m.d.sync += idle.eq(~self.scan_busy & ~self.pe_busy & ~self.fin_active & ~self.fin_start & ~self.scan_start)
+
         with m.FSM(name="ctrl"):
             with m.State("IN"):
                 m.d.comb += self.input.ready.eq(1)
@@ -119,7 +126,7 @@ class Controller(wiring.Component):
                             m.d.sync += in_lane.eq(in_lane + 1)
             # A layer is done once the scanner has sent its last event and the PEs have
             # only their last accumulator writes in flight: finalise it and start the next.
-            with m.State("RUN"), m.If(~self.scan_busy & ~self.pe_busy & ~self.fin_active):
+            with m.State("RUN"), m.If(idle):
                 m.d.comb += [self.fin_start.eq(1), self.fin_layer.eq(sc_layer)]
                 with m.If(sc_gated & ~sc_other):
                     # Gate site accumulated: a gate pass sets the fixed bits while the other

@@ -62,6 +62,23 @@ def _argmin(m: Module, free: list, levels: list, name: str) -> tuple:
     return nodes[0][0], nodes[0][2]
 
 
+def _count_sat(m: Module, bits: Value, top: int) -> Value:
+    """min(popcount(bits), top): a tree of saturating adders (log depth, narrow)."""
+    width = max(1, top.bit_length())
+    nodes = [bits[i] for i in range(len(bits))]
+    while len(nodes) > 1:
+        nxt = []
+        for j in range(0, len(nodes) - 1, 2):
+            s = nodes[j] + nodes[j + 1]
+            node = Signal(width, name=f"cnt_sat_{len(nodes)}_{j}")
+            m.d.comb += node.eq(Mux(s > top, top, s))
+            nxt.append(node)
+        if len(nodes) % 2:
+            nxt.append(nodes[-1])
+        nodes = nxt
+    return nodes[0]
+
+
 class Scanner(wiring.Component):
     def __init__(self, schedule: Schedule, *, queue_depth: int = 16, issue: int | None = None):
         if not isinstance(schedule, Schedule):
@@ -254,10 +271,14 @@ class Scanner(wiring.Component):
                     m.d.comb += taken.eq(prefix[n])
         left_next = Signal(lanes)
         m.d.comb += left_next.eq(cur_left & ~taken)
+        # The word empties this cycle when it has at most n_used lanes left: a saturating count
+        # of its lanes, beside (not after) the candidate chain, decides the fetch.
+        drained = Signal()
+        m.d.comb += drained.eq(_count_sat(m, cur_left, k + 1) <= n_used)
 
         # ------------------------------------------------------------- fetch the next word
         m.d.comb += self.reads.eq(0)
-        with m.If(can_fetch & (left_next == 0)):
+        with m.If(can_fetch & drained):
             m.d.sync += [cur_left.eq(nz), cur_base.eq(index_base + f_w * lanes), cur_any.eq(anycast)]
             m.d.sync += [cv.eq(v) for cv, v in zip(cur_vals, values, strict=True)]
             with m.If(f_w == 0):

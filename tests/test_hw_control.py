@@ -62,13 +62,20 @@ def test_controller_writes_inputs_and_sequences_layers(pes: int, gate: str | Non
         ctx.set(dut.input.valid, 0)
         assert not ctx.get(dut.input.ready)
         assert ctx.get(dut.running)
-        # RUN: nothing starts while the scanner, the PEs or the finalisers are busy.
+        # RUN: nothing starts while the scanner, the PEs or the finalisers are busy. Idleness is
+        # registered: a busy flag holds the start back in the next cycle.
         for busy in (dut.scan_busy, dut.pe_busy, dut.fin_active):
             ctx.set(busy, 1)
-            assert not ctx.get(dut.fin_start)
             await ctx.tick()
+            assert not ctx.get(dut.fin_start)
             ctx.set(busy, 0)
-        for layer, gate_pass, seg in expected:
+        await ctx.tick()
+        for i, (layer, gate_pass, seg) in enumerate(expected):
+            if i:
+                # What was just started is busy from now on: the idleness seen in the start
+                # cycle must not start anything again.
+                assert not ctx.get(dut.fin_start)
+                await ctx.tick()
             assert ctx.get(dut.fin_start)
             assert (ctx.get(dut.fin_layer), ctx.get(dut.fin_gate)) == (layer, gate_pass)
             assert ctx.get(dut.scan_start) == (seg is not None)
