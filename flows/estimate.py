@@ -170,20 +170,23 @@ def _component_features(sched: Schedule) -> dict[str, Any]:
     """Per-instance facts of the components yosys keeps as modules (hierarchy is kept): each
     PE with its event queues, each finaliser with its requantisers, and the rest (top glue,
     scanner, output stage, counter bank) as one."""
-    from apical.hw.layouts import bias_layout, index_layout, weight_layout
+    from apical.hw.finalise import reduction_register_bits
+    from apical.hw.layouts import bias_layout, event_layout, index_layout, weight_layout
 
     w_widths = tuple(f.width for _, f in weight_layout(sched.acc_depth, sched.weight_bits))
     i_widths = tuple(f.width for _, f in index_layout(sched.weight_depth, sched.max_fanout))
     b_widths = tuple(f.width for _, f in bias_layout(sched.acc_bits))
     table = _logic_rom_nodes(list(sched.table), sched.act_bits) if sched.table else 0
     sites = sum(len(lp.sites) for lp in sched.layers)
+    # the event queues (one per issue slot; LUT-RAM and their read multiplexer)
+    queue_bits = sched.issue * event_layout(sched.index_depth, sched.value_bits).size
     pe, fin = [], []
     for im in sched.images:
         weights = _pack(list(im.weights) or [(0, 0, 0)], w_widths)
         rom = _logic_rom_nodes(weights, sum(w_widths)) + _logic_rom_nodes(
             _pack(list(im.index), i_widths), sum(i_widths)
         )
-        pe.append({"acc_depth": sched.acc_depth, "rom": rom})
+        pe.append({"acc_depth": sched.acc_depth, "rom": rom, "queue_bits": queue_bits})
         bias = _pack(list(im.bias) or [(0, 0)], b_widths)
         fin.append({"table": table, "bias": rom_nodes(bias, sum(b_widths)), "sites": sites})
     groups = {lp.group for lp in sched.layers if lp.mode == "neuron"} or {1}
@@ -193,6 +196,8 @@ def _component_features(sched: Schedule) -> dict[str, Any]:
         # neuron layers shared by groups of G PEs: the top sums each group's partial
         # accumulators (P x max G: the widest adder trees' inputs)
         "group_inputs": sched.pes * max(groups),
+        # the registers of the pipelined reduction over the PEs (`apical.hw.finalise`)
+        "reduce_regs": reduction_register_bits(sched),
     }
     return {"pe": pe, "fin": fin, "rest": rest}
 
@@ -271,12 +276,12 @@ def rom_in_bram(width: int, depth: int) -> tuple[str, int] | None:
 _REGRESSORS: dict[str, tuple[str, ...]] = {
     # a PE: the valid bits and their decoders grow with the accumulator depth; the weight and
     # index ROMs left to logic cost what their contents need (`rom_nodes`)
-    "pe": ("acc_depth", "rom"),
+    "pe": ("acc_depth", "rom", "queue_bits"),
     # a finaliser: its modulation table (when in logic), its bias ROM, one requantiser per site
     "fin": ("table", "bias", "sites"),
-    # the top's glue (group adder trees, activation memory), scanner (event-mask ROM), output,
-    # counters
-    "rest": ("pes", "mask", "group_inputs"),
+    # the top's glue (group adder trees and their registers, activation memory), scanner
+    # (event-mask ROM), output, counters
+    "rest": ("pes", "mask", "group_inputs", "reduce_regs"),
 }
 
 

@@ -30,7 +30,7 @@ from apical.hw.finaliser import finaliser_in_bits, finaliser_latency
 from apical.hw.layouts import act_write_signature
 from apical.hw.schedule import Schedule
 
-__all__ = ["FinalisePipeline", "finaliser_lane_signature", "reduce_stages"]
+__all__ = ["FinalisePipeline", "finaliser_lane_signature", "reduce_stages", "reduction_register_bits"]
 
 LEVELS_PER_STAGE = 2  # adder-tree levels between registers in the reduction over the PEs
 
@@ -43,29 +43,63 @@ def reduce_stages(pes: int) -> int:
     return 1 + max(0, -(-levels // LEVELS_PER_STAGE) - 1)
 
 
+def _reduction_plan(pes: int, keep: set[int]) -> dict[int, dict[int, int]]:
+    """The reduction's registers: for each tree level a register follows, the number of block
+    sums it holds per level (that level's, and the kept ones of lower levels carried along)."""
+    n_regs = reduce_stages(pes) - 1
+    plan: dict[int, dict[int, int]] = {}
+    sizes = {0: pes} if 0 in keep else {}
+    n = pes
+    for level in range(1, ceil_log2(pes) + 1):
+        n = -(-n // 2)
+        if level in keep:
+            sizes[level] = n
+        if level % LEVELS_PER_STAGE == 0 and len(plan) < n_regs:
+            plan[level] = {**sizes, level: n}
+    return plan
+
+
 def _reduction(m: Module, values: list, width: int, keep: set[int], name: str) -> dict[int, list]:
     """Sums of ``values`` (the PEs' registered reads) over aligned blocks of 2**level PEs, for
-    each level in ``keep`` (the last block may be short), from an adder tree registered after
-    every `LEVELS_PER_STAGE` levels (`reduce_stages`); kept sums of lower levels are carried
-    down the same registers. Returns them as they stand at the finalisers' input stage."""
-    n_regs = reduce_stages(len(values)) - 1
+    each level in ``keep`` (the last block may be short), from an adder tree registered as
+    `_reduction_plan` says (after every `LEVELS_PER_STAGE` levels, `reduce_stages`); kept sums
+    of lower levels are carried down the same registers. Returns them as they stand at the
+    finalisers' input stage."""
+    plan = _reduction_plan(len(values), keep)
     nodes = list(values)
     out = {0: nodes} if 0 in keep else {}
-    done = 0
     for level in range(1, ceil_log2(len(values)) + 1):
         nodes = [nodes[j] + nodes[j + 1] if j + 1 < len(nodes) else nodes[j] for j in range(0, len(nodes), 2)]
         if level in keep:
             out[level] = nodes
-        if level % LEVELS_PER_STAGE == 0 and done < n_regs:
-            done += 1
+        if level in plan:
             for lv, sums in {**out, level: nodes}.items():
-                regs = [Signal(signed(width), name=f"{name}_s{done}_l{lv}_{j}") for j in range(len(sums))]
+                assert len(sums) == plan[level][lv]
+                regs = [Signal(signed(width), name=f"{name}_r{level}_l{lv}_{j}") for j in range(len(sums))]
                 m.d.sync += [r.eq(v) for r, v in zip(regs, sums, strict=True)]
                 if lv in out:
                     out[lv] = regs
                 if lv == level:
                     nodes = regs
     return out
+
+
+def _reduction_keep(schedule: Schedule) -> set[int]:
+    """Tree levels whose block sums the finalisers take: each neuron group's, all PEs' (synapse mode)."""
+    keep = {exact_log2(lp.group) for lp in schedule.layers if lp.mode == "neuron"}
+    if any(lp.mode == "synapse" for lp in schedule.layers):
+        keep.add(ceil_log2(schedule.pes))
+    return keep
+
+
+def reduction_register_bits(schedule: Schedule) -> int:
+    """Flip-flops of the reduction's registers between the PEs' reads and the finalisers'
+    input registers (both banks, and both trees of dual finalisation)."""
+    P = schedule.pes
+    regs = 2 * sum(sum(v.values()) for v in _reduction_plan(P, _reduction_keep(schedule)).values())
+    if P % 2 == 0 and any(lp.mode == "synapse" for lp in schedule.layers):
+        regs += 2 * sum(sum(v.values()) for v in _reduction_plan(P, {ceil_log2(P)}).values())
+    return regs * finaliser_in_bits(schedule)
 
 
 def finaliser_lane_signature(schedule: Schedule) -> wiring.Signature:
@@ -189,8 +223,7 @@ class FinalisePipeline(wiring.Component):
         # 2**log2(G) PEs; in synapse mode over all PEs. `extra` cycles after the read, the
         # finalisers' input registers take them, with the step's layer and k from the delay line.
         top = ceil_log2(P)
-        keep = {exact_log2(lp.group) for lp in s.layers if lp.mode == "neuron"}
-        keep |= {top} if any(lp.mode == "synapse" for lp in s.layers) else set()
+        keep = _reduction_keep(s)
         red0 = _reduction(m, list(self.acc0), in_bits, keep, "red0")
         red1 = _reduction(m, list(self.acc1), in_bits, keep, "red1")
         if dual:
