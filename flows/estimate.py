@@ -171,22 +171,20 @@ def _component_features(sched: Schedule) -> dict[str, Any]:
     PE with its event queues, each finaliser with its requantisers, and the rest (top glue,
     scanner, output stage, counter bank) as one."""
     from apical.hw.finalise import reduction_register_bits
-    from apical.hw.layouts import bias_layout, event_layout, index_layout, weight_layout
+    from apical.hw.layouts import bias_layout, index_layout, weight_layout
 
     w_widths = tuple(f.width for _, f in weight_layout(sched.acc_depth, sched.weight_bits))
     i_widths = tuple(f.width for _, f in index_layout(sched.weight_depth, sched.max_fanout))
     b_widths = tuple(f.width for _, f in bias_layout(sched.acc_bits))
     table = _logic_rom_nodes(list(sched.table), sched.act_bits) if sched.table else 0
     sites = sum(len(lp.sites) for lp in sched.layers)
-    # the event queues (one per issue slot; LUT-RAM and their read multiplexer)
-    queue_bits = sched.issue * event_layout(sched.index_depth, sched.value_bits).size
     pe, fin = [], []
     for im in sched.images:
         weights = _pack(list(im.weights) or [(0, 0, 0)], w_widths)
         rom = _logic_rom_nodes(weights, sum(w_widths)) + _logic_rom_nodes(
             _pack(list(im.index), i_widths), sum(i_widths)
         )
-        pe.append({"acc_depth": sched.acc_depth, "rom": rom, "queue_bits": queue_bits})
+        pe.append({"acc_depth": sched.acc_depth, "rom": rom})
         bias = _pack(list(im.bias) or [(0, 0)], b_widths)
         fin.append({"table": table, "bias": rom_nodes(bias, sum(b_widths)), "sites": sites})
     groups = {lp.group for lp in sched.layers if lp.mode == "neuron"} or {1}
@@ -276,7 +274,7 @@ def rom_in_bram(width: int, depth: int) -> tuple[str, int] | None:
 _REGRESSORS: dict[str, tuple[str, ...]] = {
     # a PE: the valid bits and their decoders grow with the accumulator depth; the weight and
     # index ROMs left to logic cost what their contents need (`rom_nodes`)
-    "pe": ("acc_depth", "rom", "queue_bits"),
+    "pe": ("acc_depth", "rom"),
     # a finaliser: its modulation table (when in logic), its bias ROM, one requantiser per site
     "fin": ("table", "bias", "sites"),
     # the top's glue (group adder trees and their registers, activation memory), scanner
