@@ -92,12 +92,18 @@ def _reduction_keep(schedule: Schedule) -> set[int]:
     return keep
 
 
+def _dual(schedule: Schedule) -> bool:
+    """Synapse-partitioned layers finalise two neurons a cycle (two adder trees over the PEs'
+    second accumulator read ports) when a word holds an even number of lanes."""
+    return schedule.pes % 2 == 0 and any(lp.mode == "synapse" for lp in schedule.layers)
+
+
 def reduction_register_bits(schedule: Schedule) -> int:
     """Flip-flops of the reduction's registers between the PEs' reads and the finalisers'
     input registers (both banks, and both trees of dual finalisation)."""
     P = schedule.pes
     regs = 2 * sum(sum(v.values()) for v in _reduction_plan(P, _reduction_keep(schedule)).values())
-    if P % 2 == 0 and any(lp.mode == "synapse" for lp in schedule.layers):
+    if _dual(schedule):
         regs += 2 * sum(sum(v.values()) for v in _reduction_plan(P, {ceil_log2(P)}).values())
     return regs * finaliser_in_bits(schedule)
 
@@ -124,9 +130,7 @@ class FinalisePipeline(wiring.Component):
             raise TypeError(f"FinalisePipeline: schedule must be a Schedule, got {type(schedule).__name__}")
         s = self._s = schedule
         P = s.pes
-        # Synapse-partitioned layers finalise two neurons a cycle (two adder trees over
-        # the PEs' second accumulator read ports) when a word holds an even number of lanes.
-        self._dual = P % 2 == 0 and any(lp.mode == "synapse" for lp in s.layers)
+        self._dual = _dual(s)
         acc = signed(s.acc_bits)
         ports = {
             "start": In(1),  # finalise layer `layer` (a gate pass when `gate`) from the next cycle

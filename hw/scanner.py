@@ -208,8 +208,8 @@ class Scanner(wiring.Component):
         # the queues' level counters out of the argmin -> fire -> queue write path. Schedules
         # without a replicated fan-out have no anycast logic at all.
         has_any = any(g.anycast for g in s.segments)
-        levels = [Signal(len(self.levels[p]), name=f"level{p}") for p in range(P)]
         if has_any:
+            levels = [Signal(len(self.levels[p]), name=f"level{p}") for p in range(P)]
             m.d.sync += [lv.eq(self.levels[p]) for p, lv in enumerate(levels)]
         for i in range(k):
             ready = Signal(P, name=f"ready{i}")
